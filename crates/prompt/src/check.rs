@@ -312,7 +312,7 @@ impl<'a> Checker<'a> {
             self.error(Code::UnclosedTags, self.text.len(), message, Some("</tags>".into()));
         } else if !seen_tags {
             self.error(Code::MissingTags, base, "no <tags> container".into(), None);
-        } else if items.is_empty() {
+        } else if items.is_empty() && !self.has_errors() {
             self.warn(Code::EmptyTags, base, "the <tags> container is empty".into(), None);
         }
         Some(TagPrompt::from_items(items))

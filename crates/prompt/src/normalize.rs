@@ -45,12 +45,10 @@ pub fn normalize_with(text: &str, options: NormalizeOptions) -> String {
         return text.to_owned();
     }
     let mut out = String::with_capacity(text.len() + DEFAULT_META.len() + 16);
-    let mut has_meta = false;
     for segment in segments(text) {
         match segment {
             Segment::Markup(markup) => {
                 let name = markup_name(markup);
-                has_meta |= name == "meta" && !markup.starts_with("</");
                 out.push_str(&markup.replacen("copyrights", "copyright", usize::from(name == "copyrights")));
             }
             Segment::Text(text) => {
@@ -62,12 +60,25 @@ pub fn normalize_with(text: &str, options: NormalizeOptions) -> String {
             }
         }
     }
-    if !has_meta {
+    if !has_meta_element(&out) {
         if let Some(at) = out.rfind("</tags>") {
             out.insert_str(at, &format!("<meta>{DEFAULT_META}</meta>"));
         }
     }
     out
+}
+
+/// Whether `text` opens a `<meta>` element anywhere (`<meta>`, `<meta/>`, `<meta …>`).
+///
+/// Looked for in the whole text rather than per markup segment, so that injecting the default
+/// meta is idempotent even on malformed input.
+fn has_meta_element(text: &str) -> bool {
+    text.match_indices("<meta").any(|(at, m)| {
+        text[at + m.len()..]
+            .chars()
+            .next()
+            .is_some_and(|c| c == '>' || c == '/' || c.is_whitespace())
+    })
 }
 
 /// Respells one comma-separated piece, keeping its surrounding white space.

@@ -38,12 +38,13 @@ pub fn is_emoticon(tag: &str) -> bool {
             .all(|pair| !(pair[0].is_alphanumeric() && pair[1].is_alphanumeric()))
 }
 
-/// Replaces underscores with spaces in a (non-emoticon, under [`EmoticonPolicy::Keep`]) tag.
+/// Replaces underscores with spaces in a (non-emoticon, under [`EmoticonPolicy::Keep`]) tag, and
+/// collapses the white space that leaves (`a_ b` is `a b`, as the model saw it).
 pub(crate) fn respell(tag: &str, emoticons: EmoticonPolicy) -> String {
     if emoticons == EmoticonPolicy::Keep && is_emoticon(tag) {
         tag.to_owned()
     } else {
-        tag.replace('_', " ")
+        collapse_whitespace(&tag.replace('_', " "))
     }
 }
 
