@@ -1,1 +1,24 @@
-//! tmp
+//! # sakiko-lumina
+//!
+//! Run the Sakiko-Lumina anime text-to-image model, and the whole Lumina-Image-2.0 / Neta-Lumina
+//! family, on [Burn](https://burn.dev), from the weight files people already have.
+//!
+//! This crate is the facade: it re-exports the workspace crates, so `cargo add sakiko-lumina` is
+//! all a user needs. Today it ships the prompt format ([`prompt`]); the text encoder, the NextDiT
+//! denoiser, the VAE, the samplers and the pipeline follow as their crates land.
+//!
+//! ```
+//! use sakiko_lumina::prompt::{Rating, TagPrompt};
+//!
+//! let prompt = TagPrompt::builder()
+//!     .special("1girl")
+//!     .general("blue hair, two side up")
+//!     .rating(Rating::General)
+//!     .meta(sakiko_lumina::prompt::DEFAULT_META)
+//!     .build()?;
+//! let model_text = sakiko_lumina::prompt::Prompt::from(prompt).model_text();
+//! assert!(model_text.starts_with(sakiko_lumina::prompt::PREFIX));
+//! # Ok::<(), sakiko_lumina::prompt::PromptError>(())
+//! ```
+
+pub use sakiko_prompt as prompt;

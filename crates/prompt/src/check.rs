@@ -75,7 +75,10 @@ pub fn check_bytes(bytes: &[u8]) -> Report {
             checker.error(
                 Code::NotUtf8,
                 valid.len(),
-                format!("the input is not UTF-8 text (invalid byte at offset {})", e.valid_up_to()),
+                format!(
+                    "the input is not UTF-8 text (invalid byte at offset {})",
+                    e.valid_up_to()
+                ),
                 None,
             );
             checker.finish(None)
@@ -153,7 +156,10 @@ impl<'a> Checker<'a> {
             .char_indices()
             .find(|&(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
         {
-            let message = format!("control character U+{:04X}: the input looks binary", c as u32);
+            let message = format!(
+                "control character U+{:04X}: the input looks binary",
+                c as u32
+            );
             self.error(Code::ControlCharacter, at, message, None);
             return self.finish(None);
         }
@@ -164,10 +170,20 @@ impl<'a> Checker<'a> {
             let message = format!(
                 "the system prompt `{system}` is not the one Sakiko-Lumina was trained with"
             );
-            self.warn(Code::UnexpectedSystemPrompt, 0, message, Some(PREFIX.to_owned()));
+            self.warn(
+                Code::UnexpectedSystemPrompt,
+                0,
+                message,
+                Some(PREFIX.to_owned()),
+            );
         }
 
         let body = &text[body_start..];
+        if let Some(again) = body.find(PROMPT_START) {
+            let message =
+                format!("`{PROMPT_START}` appears a second time; the body must not contain it");
+            self.error(Code::RepeatedPromptStart, body_start + again, message, None);
+        }
         if body.trim().is_empty() {
             self.error(Code::Empty, text.len(), "the prompt is empty".into(), None);
             return self.finish(None);
@@ -221,7 +237,12 @@ impl<'a> Checker<'a> {
                 Ok(event) => event,
                 Err(e) => {
                     let error_at = usize::try_from(reader.error_position()).unwrap_or(0);
-                    self.error(Code::MalformedXml, base + error_at, format!("malformed XML: {e}"), None);
+                    self.error(
+                        Code::MalformedXml,
+                        base + error_at,
+                        format!("malformed XML: {e}"),
+                        None,
+                    );
                     return None;
                 }
             };
@@ -233,7 +254,12 @@ impl<'a> Checker<'a> {
                     match depth {
                         Depth::Outside => {
                             if seen_tags {
-                                self.error(Code::DuplicateElement, at, "a second <tags> container; a prompt has exactly one".into(), None);
+                                self.error(
+                                    Code::DuplicateElement,
+                                    at,
+                                    "a second <tags> container; a prompt has exactly one".into(),
+                                    None,
+                                );
                                 return None;
                             }
                             if name != "tags" {
@@ -258,7 +284,9 @@ impl<'a> Checker<'a> {
                             }
                         }
                         Depth::Element(_) => {
-                            let message = format!("<{name}> is nested inside another element; elements hold only tags");
+                            let message = format!(
+                                "<{name}> is nested inside another element; elements hold only tags"
+                            );
                             self.error(Code::NestedElement, at, message, None);
                             return None;
                         }
@@ -286,8 +314,11 @@ impl<'a> Checker<'a> {
                             let message = "text outside the <tags> container".into();
                             self.error(Code::TextOutsideTags, at + lead, message, None);
                         }
-                        Depth::Tags if !text.trim().is_empty() => {
-                            items.push(Item::Raw(self.tag_list(text, at, None)));
+                        Depth::Tags => {
+                            let tags = self.tag_list(text, at, None);
+                            if !tags.is_empty() {
+                                items.push(Item::Raw(tags));
+                            }
                         }
                         Depth::Element(_) => content = Some((at, text)),
                         _ => {}
@@ -295,10 +326,19 @@ impl<'a> Checker<'a> {
                 }
                 Event::GeneralRef(_) => {
                     // Unreachable after `reserved_characters`, but never trust that with a panic.
-                    self.error(Code::ReservedCharacter, at, "`&` cannot appear in tag text".into(), None);
+                    self.error(
+                        Code::ReservedCharacter,
+                        at,
+                        "`&` cannot appear in tag text".into(),
+                        None,
+                    );
                     return None;
                 }
-                Event::CData(_) | Event::Comment(_) | Event::PI(_) | Event::Decl(_) | Event::DocType(_) => {
+                Event::CData(_)
+                | Event::Comment(_)
+                | Event::PI(_)
+                | Event::Decl(_)
+                | Event::DocType(_) => {
                     let message = "comments, CDATA, declarations and processing instructions are not \
                                    part of the prompt format (the model would read them verbatim)";
                     self.error(Code::UnsupportedMarkup, at, message.into(), None);
@@ -309,11 +349,21 @@ impl<'a> Checker<'a> {
 
         if depth != Depth::Outside {
             let message = "<tags> is never closed".into();
-            self.error(Code::UnclosedTags, self.text.len(), message, Some("</tags>".into()));
+            self.error(
+                Code::UnclosedTags,
+                self.text.len(),
+                message,
+                Some("</tags>".into()),
+            );
         } else if !seen_tags {
             self.error(Code::MissingTags, base, "no <tags> container".into(), None);
         } else if items.is_empty() && !self.has_errors() {
-            self.warn(Code::EmptyTags, base, "the <tags> container is empty".into(), None);
+            self.warn(
+                Code::EmptyTags,
+                base,
+                "the <tags> container is empty".into(),
+                None,
+            );
         }
         Some(TagPrompt::from_items(items))
     }
@@ -344,19 +394,33 @@ impl<'a> Checker<'a> {
                 ),
                 _ => {
                     let suggestion = crate::suggest::closest(name, &Section::NAMES);
-                    let hint = suggestion.map(|s| format!("; did you mean <{s}>?")).unwrap_or_default();
+                    let hint = suggestion
+                        .map(|s| format!("; did you mean <{s}>?"))
+                        .unwrap_or_default();
                     (
-                        format!("unknown element <{name}>{hint} (known: {})", Section::NAMES.join(", ")),
+                        format!(
+                            "unknown element <{name}>{hint} (known: {})",
+                            Section::NAMES.join(", ")
+                        ),
                         suggestion.map(str::to_owned),
                     )
                 }
             };
-            let code = if name == "tags" { Code::NestedElement } else { Code::UnknownElement };
+            let code = if name == "tags" {
+                Code::NestedElement
+            } else {
+                Code::UnknownElement
+            };
             self.error(code, at, message, suggestion);
             return None;
         };
         if std::mem::replace(&mut seen[section.index()], true) {
-            self.error(Code::DuplicateElement, at, format!("<{section}> appears twice"), None);
+            self.error(
+                Code::DuplicateElement,
+                at,
+                format!("<{section}> appears twice"),
+                None,
+            );
             return None;
         }
         if let Some(previous) = last.filter(|&p| p > section) {
@@ -380,22 +444,36 @@ impl<'a> Checker<'a> {
             let at = offset + o;
             let tag = TagList::parse(raw).to_string();
             if !list.push(&tag) {
-                self.warn(Code::DuplicateTag, at, format!("`{tag}` appears twice in {place}"), None);
+                self.warn(
+                    Code::DuplicateTag,
+                    at,
+                    format!("`{tag}` appears twice in {place}"),
+                    None,
+                );
                 continue;
             }
             match section {
                 Some(Section::Special) => {
                     if canonical_special(&tag).is_none() {
                         let suggestion = suggest_special(&tag);
-                        let hint = suggestion.map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                        let hint = suggestion
+                            .map(|s| format!("; did you mean `{s}`?"))
+                            .unwrap_or_default();
                         let message = format!("`{tag}` is not a <special> tag{hint}");
-                        self.error(Code::InvalidSpecial, at, message, suggestion.map(str::to_owned));
+                        self.error(
+                            Code::InvalidSpecial,
+                            at,
+                            message,
+                            suggestion.map(str::to_owned),
+                        );
                     }
                     continue;
                 }
                 Some(Section::Meta) => match MetaKind::of(&tag) {
                     None => {
-                        let message = format!("unknown meta tag `{tag}`: the card defines quality, period and resolution tags");
+                        let message = format!(
+                            "unknown meta tag `{tag}`: the card defines quality, period and resolution tags"
+                        );
                         self.warn(Code::UnknownMeta, at, message, None);
                     }
                     Some(kind) if meta_kinds.contains(&kind) => {
@@ -414,10 +492,20 @@ impl<'a> Checker<'a> {
                 self.warn(Code::NeedsNormalization, at, message, Some(fixed));
             }
         }
-        if section == Some(Section::Rating) && !list.is_empty() && Rating::from_tags(&list).is_none() {
+        if section == Some(Section::Rating)
+            && !list.is_empty()
+            && Rating::from_tags(&list).is_none()
+        {
             let at = offset + split_tags(text).next().map_or(0, |(o, _)| o);
-            let suggestion = list.to_string().parse::<Rating>().ok().map(|r| r.tags().to_owned());
-            let hint = suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+            let suggestion = list
+                .to_string()
+                .parse::<Rating>()
+                .ok()
+                .map(|r| r.tags().to_owned());
+            let hint = suggestion
+                .as_ref()
+                .map(|s| format!("; did you mean `{s}`?"))
+                .unwrap_or_default();
             let message = format!(
                 "`{list}` is not a rating: use safe, sensitive, nsfw or explicit, nsfw{hint}"
             );

@@ -98,6 +98,8 @@ pub enum Code {
     UnexpectedSystemPrompt,
     /// `<tags>` with no content.
     EmptyTags,
+    /// `<Prompt Start>` inside the body (after the system prompt's marker).
+    RepeatedPromptStart,
 }
 
 /// One finding of the validator.

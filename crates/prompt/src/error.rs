@@ -40,9 +40,7 @@ pub enum PromptError {
         suggestion: Option<String>,
     },
     /// A rating that is neither a key (`g`/`s`/`q`/`e`) nor one of the rating tags.
-    #[error(
-        "`{0}` is not a rating: use g, s, q, e or safe, sensitive, nsfw, explicit"
-    )]
+    #[error("`{0}` is not a rating: use g, s, q, e or safe, sensitive, nsfw, explicit")]
     InvalidRating(String),
     /// An element name that is not one of the seven sections.
     #[error("<{name}> is not a tag-prompt element{}", did_you_mean(.suggestion))]

@@ -348,7 +348,10 @@ mod tests {
         );
         assert_eq!(Resolution::from_size(1_048_575, 1), Ok(None));
         assert_eq!(Resolution::from_size(589_825, 1), Ok(None));
-        assert_eq!(Resolution::from_size(768, 768), Ok(Some(Resolution::Lowres)));
+        assert_eq!(
+            Resolution::from_size(768, 768),
+            Ok(Some(Resolution::Lowres))
+        );
         assert_eq!(
             Resolution::from_size(589_824, 1),
             Ok(Some(Resolution::Lowres))

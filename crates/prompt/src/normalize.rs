@@ -49,7 +49,11 @@ pub fn normalize_with(text: &str, options: NormalizeOptions) -> String {
         match segment {
             Segment::Markup(markup) => {
                 let name = markup_name(markup);
-                out.push_str(&markup.replacen("copyrights", "copyright", usize::from(name == "copyrights")));
+                out.push_str(&markup.replacen(
+                    "copyrights",
+                    "copyright",
+                    usize::from(name == "copyrights"),
+                ));
             }
             Segment::Text(text) => {
                 let respelled: Vec<String> = text
@@ -60,10 +64,10 @@ pub fn normalize_with(text: &str, options: NormalizeOptions) -> String {
             }
         }
     }
-    if !has_meta_element(&out) {
-        if let Some(at) = out.rfind("</tags>") {
-            out.insert_str(at, &format!("<meta>{DEFAULT_META}</meta>"));
-        }
+    if !has_meta_element(&out)
+        && let Some(at) = out.rfind("</tags>")
+    {
+        out.insert_str(at, &format!("<meta>{DEFAULT_META}</meta>"));
     }
     out
 }
@@ -113,12 +117,12 @@ fn segments(text: &str) -> impl Iterator<Item = Segment<'_>> {
                     .next()
                     .is_some_and(|c| c.is_alphabetic() || c == '/')
         };
-        if is_markup_start(rest) {
-            if let Some(end) = rest.find('>') {
-                let (markup, tail) = rest.split_at(end + 1);
-                rest = tail;
-                return Some(Segment::Markup(markup));
-            }
+        if is_markup_start(rest)
+            && let Some(end) = rest.find('>')
+        {
+            let (markup, tail) = rest.split_at(end + 1);
+            rest = tail;
+            return Some(Segment::Markup(markup));
         }
         let end = rest
             .char_indices()
@@ -159,7 +163,10 @@ mod tests {
         // With `Replace`, the result is exactly the card's Python snippet.
         let card = PROMPTER
             .replace('_', " ")
-            .replace("</tags>", "<meta>masterpiece, newest, highres</meta></tags>")
+            .replace(
+                "</tags>",
+                "<meta>masterpiece, newest, highres</meta></tags>",
+            )
             .replace("copyrights>", "copyright>");
         let replaced = normalize_with(
             PROMPTER,

@@ -3,8 +3,7 @@
 /// The prefix the model card requires in front of every prompt, natural language or XML.
 ///
 /// The model input is this prefix, one space, then the prompt body.
-pub const PREFIX: &str =
-    "You are an assistant designed to generate anime images based on textual prompts. <Prompt Start>";
+pub const PREFIX: &str = "You are an assistant designed to generate anime images based on textual prompts. <Prompt Start>";
 
 /// The marker that ends a Lumina system prompt (the template is `"{system} <Prompt Start> {prompt}"`).
 pub const PROMPT_START: &str = "<Prompt Start>";
@@ -69,7 +68,9 @@ mod tests {
         let (system, offset) = split_system_prompt(&text);
         assert_eq!(
             system,
-            Some("You are an assistant designed to generate anime images based on textual prompts.")
+            Some(
+                "You are an assistant designed to generate anime images based on textual prompts."
+            )
         );
         assert_eq!(&text[offset..], " hello");
         assert_eq!(split_system_prompt("no marker"), (None, 0));

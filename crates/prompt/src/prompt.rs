@@ -3,8 +3,8 @@
 use std::fmt;
 
 use crate::{
-    EmoticonPolicy, Meta, PromptError, Rating, Section, TagList, canonical_special, suggest_special,
-    with_prefix,
+    EmoticonPolicy, Meta, PromptError, Rating, Section, TagList, canonical_special,
+    suggest_special, with_prefix,
 };
 
 /// A Sakiko-Lumina prompt body (the part after the fixed prefix).

@@ -32,6 +32,9 @@ mod tests {
     #[test]
     fn rejects_distant_words() {
         assert_eq!(closest("landscape", &["1girl", "meta"]), None);
-        assert_eq!(closest("Character", &["characters", "artists"]), Some("characters"));
+        assert_eq!(
+            closest("Character", &["characters", "artists"]),
+            Some("characters")
+        );
     }
 }

@@ -202,7 +202,9 @@ mod tests {
 
     #[test]
     fn emoticons() {
-        for e in ["^_^", "o_o", "0_0", ">_o", "x_x", ";_;", "(o)_(o)", "^_-", "=_="] {
+        for e in [
+            "^_^", "o_o", "0_0", ">_o", "x_x", ";_;", "(o)_(o)", "^_-", "=_=",
+        ] {
             assert!(is_emoticon(e), "{e}");
         }
         for t in ["long_hair", "1girl_solo", "o", "^^", "ab_c", "male_focus"] {

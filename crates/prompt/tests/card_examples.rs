@@ -48,9 +48,21 @@ fn full_form_example() {
     assert_eq!(
         codes,
         [
-            (Code::NeedsNormalization, "3:10".into(), Some("artist name".into())),
-            (Code::NeedsNormalization, "4:13".into(), Some("character name".into())),
-            (Code::NeedsNormalization, "5:12".into(), Some("series name".into())),
+            (
+                Code::NeedsNormalization,
+                "3:10".into(),
+                Some("artist name".into())
+            ),
+            (
+                Code::NeedsNormalization,
+                "4:13".into(),
+                Some("character name".into())
+            ),
+            (
+                Code::NeedsNormalization,
+                "5:12".into(),
+                Some("series name".into())
+            ),
         ]
     );
     let Some(Prompt::Tags(tags)) = report.prompt else {
@@ -80,7 +92,11 @@ fn full_form_example_on_one_line_as_the_flattened_card_shows_it() {
 fn simple_form_example() {
     let report = check(SIMPLE);
     assert_eq!(
-        report.diagnostics.iter().map(|d| d.code).collect::<Vec<_>>(),
+        report
+            .diagnostics
+            .iter()
+            .map(|d| d.code)
+            .collect::<Vec<_>>(),
         [Code::NeedsNormalization]
     );
     let Some(Prompt::Tags(tags)) = report.prompt else {

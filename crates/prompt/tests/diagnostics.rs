@@ -60,7 +60,10 @@ fn unknown_elements_get_suggestions() {
     );
     let report = check("<tags><copyrights>x</copyrights></tags>");
     assert_eq!(report.diagnostics[0].code, Code::UnknownElement);
-    assert_eq!(report.diagnostics[0].suggestion.as_deref(), Some("copyright"));
+    assert_eq!(
+        report.diagnostics[0].suggestion.as_deref(),
+        Some("copyright")
+    );
     assert!(report.diagnostics[0].message.contains("normalize"));
 }
 
@@ -133,7 +136,10 @@ fn invalid_special_with_suggestions() {
 #[test]
 fn male_focus_is_accepted_in_both_spellings() {
     assert_eq!(findings("<tags><special>male focus</special></tags>"), []);
-    assert_eq!(findings("<tags><special>male_focus, 1boy</special></tags>"), []);
+    assert_eq!(
+        findings("<tags><special>male_focus, 1boy</special></tags>"),
+        []
+    );
 }
 
 #[test]
@@ -150,7 +156,14 @@ fn invalid_rating() {
         findings("<tags><rating>safe, nsfw</rating></tags>"),
         [error(Code::InvalidRating, "1:15")]
     );
-    for ok in ["safe", "sensitive", "nsfw", "explicit, nsfw", "nsfw, explicit", ""] {
+    for ok in [
+        "safe",
+        "sensitive",
+        "nsfw",
+        "explicit, nsfw",
+        "nsfw, explicit",
+        "",
+    ] {
         assert_eq!(findings(&format!("<tags><rating>{ok}</rating></tags>")), []);
     }
 }
@@ -270,4 +283,26 @@ fn parse_returns_typed_errors() {
         err.to_string(),
         "invalid prompt: 1 error(s), first at 1:16: `1girls` is not a <special> tag; did you mean `1girl`?"
     );
+}
+
+#[test]
+fn prompt_start_in_the_body_is_an_error() {
+    let text = format!("{PREFIX} a girl <Prompt Start> again");
+    assert_eq!(
+        findings(&text),
+        [error(
+            Code::RepeatedPromptStart,
+            &format!("1:{}", PREFIX.len() + 9)
+        )]
+    );
+}
+
+#[test]
+fn blank_raw_lists_are_not_items() {
+    let report = check("<tags>\n , ,\n<general>sky</general>\n</tags>");
+    let Some(Prompt::Tags(tags)) = report.prompt else {
+        panic!("not a tag prompt")
+    };
+    assert_eq!(tags.items().len(), 1);
+    assert_eq!(tags.form(), sakiko_prompt::Form::Full);
 }

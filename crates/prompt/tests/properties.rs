@@ -55,10 +55,42 @@ fn builder() -> impl Strategy<Value = sakiko_prompt::TagPromptBuilder> {
 /// Text that looks like a prompt often enough to reach deep parser states.
 fn prompt_like() -> impl Strategy<Value = String> {
     let pieces = prop::sample::select(vec![
-        "<tags>", "</tags>", "<special>", "</special>", "<general>", "</general>", "<meta>",
-        "</meta>", "<rating>", "</rating>", "<copyrights>", "</copyrights>", "<meta/>", "<x a='1'>",
-        "1girl", "1girls", "safe", "long_hair", "^_^", ">_<", "&amp;", "&", "<", ">", ",", " ", "\n",
-        "<!--", "-->", "<![CDATA[", "]]>", "<?", "?>", "<Prompt Start>", "é", "\u{0}",
+        "<tags>",
+        "</tags>",
+        "<special>",
+        "</special>",
+        "<general>",
+        "</general>",
+        "<meta>",
+        "</meta>",
+        "<rating>",
+        "</rating>",
+        "<copyrights>",
+        "</copyrights>",
+        "<meta/>",
+        "<x a='1'>",
+        "1girl",
+        "1girls",
+        "safe",
+        "long_hair",
+        "^_^",
+        ">_<",
+        "&amp;",
+        "&",
+        "<",
+        ">",
+        ",",
+        " ",
+        "\n",
+        "<!--",
+        "-->",
+        "<![CDATA[",
+        "]]>",
+        "<?",
+        "?>",
+        "<Prompt Start>",
+        "é",
+        "\u{0}",
     ]);
     prop::collection::vec(pieces, 0..40).prop_map(|p| p.concat())
 }
@@ -100,6 +132,10 @@ proptest! {
         let report = check(&text);
         prop_assert_eq!(report.prompt.is_some(), !report.has_errors());
         prop_assert!(report.diagnostics.len() <= sakiko_prompt::MAX_DIAGNOSTICS);
+        // What the checker accepts renders to text it accepts as the same prompt.
+        if let Some(prompt) = report.prompt {
+            prop_assert_eq!(check(&prompt.body()).prompt, Some(prompt));
+        }
     }
 
     #[test]
