@@ -9,6 +9,11 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(report.prompt.is_some(), !report.has_errors());
     if let Some(prompt) = report.prompt {
         let again = sakiko_prompt::check(&prompt.body());
-        assert_eq!(again.prompt.as_ref(), Some(&prompt), "{:?}", again.diagnostics);
+        assert_eq!(
+            again.prompt.as_ref(),
+            Some(&prompt),
+            "{:?}",
+            again.diagnostics
+        );
     }
 });

@@ -26,7 +26,7 @@ pub enum PromptCommand {
         /// Prompt file (standard input when omitted).
         file: Option<PathBuf>,
     },
-    /// Turn Sakiko-Prompter output into a valid prompt (underscores, <copyright>, default meta).
+    /// Turn Sakiko-Prompter output into a valid prompt (underscores, `<copyright>`, default meta).
     Normalize {
         /// Prompter output file (standard input when omitted).
         file: Option<PathBuf>,
@@ -74,7 +74,7 @@ pub struct BuildArgs {
     /// Image height in pixels (with --width).
     #[arg(long, value_name = "H", requires = "width")]
     height: Option<u32>,
-    /// Full form (every section an element) or simple form (<artists> + raw tag list).
+    /// Full form (every section an element) or simple form (`<artists>` + raw tag list).
     #[arg(long, value_enum, default_value_t = FormArg::Full)]
     form: FormArg,
     /// Render empty elements too (`<copyright></copyright>`).
