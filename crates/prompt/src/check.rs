@@ -90,6 +90,8 @@ pub fn check_bytes(bytes: &[u8]) -> Report {
 struct Checker<'a> {
     text: &'a str,
     diagnostics: Vec<Diagnostic>,
+    /// Findings past the cap: how many, the worst severity, and where the first one was.
+    dropped: Option<(usize, Severity, usize)>,
 }
 
 /// Where the XML walk is.
@@ -108,6 +110,7 @@ impl<'a> Checker<'a> {
         Self {
             text,
             diagnostics: Vec::new(),
+            dropped: None,
         }
     }
 
@@ -119,7 +122,9 @@ impl<'a> Checker<'a> {
         message: String,
         suggestion: Option<String>,
     ) {
-        if self.diagnostics.len() < MAX_DIAGNOSTICS {
+        // One slot stays free for the summary of what the cap drops, so that a dropped error
+        // still makes the report fail.
+        if self.diagnostics.len() + 1 < MAX_DIAGNOSTICS {
             self.diagnostics.push(Diagnostic {
                 severity,
                 code,
@@ -127,6 +132,11 @@ impl<'a> Checker<'a> {
                 message,
                 suggestion,
             });
+        } else {
+            let (count, worst, _) = self.dropped.get_or_insert((0, severity, offset));
+            *count += 1;
+            // `Severity::Error` orders first: the minimum is the worst.
+            *worst = (*worst).min(severity);
         }
     }
 
@@ -140,9 +150,21 @@ impl<'a> Checker<'a> {
 
     fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(Diagnostic::is_error)
+            || self
+                .dropped
+                .is_some_and(|(_, worst, _)| worst == Severity::Error)
     }
 
-    fn finish(self, prompt: Option<Prompt>) -> Report {
+    fn finish(mut self, prompt: Option<Prompt>) -> Report {
+        if let Some((count, severity, first)) = self.dropped {
+            self.diagnostics.push(Diagnostic {
+                severity,
+                code: Code::TooManyDiagnostics,
+                position: Position::of_offset(self.text, first),
+                message: format!("{count} more finding(s) from here on are not shown"),
+                suggestion: None,
+            });
+        }
         let prompt = prompt.filter(|_| !self.has_errors());
         Report {
             prompt,

@@ -98,6 +98,8 @@ pub enum Code {
     UnexpectedSystemPrompt,
     /// `<tags>` with no content.
     EmptyTags,
+    /// Stands for the findings past [`crate::MAX_DIAGNOSTICS`]; an error if any of them is one.
+    TooManyDiagnostics,
     /// `<Prompt Start>` inside the body (after the system prompt's marker).
     RepeatedPromptStart,
 }

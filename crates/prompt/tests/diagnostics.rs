@@ -267,6 +267,40 @@ fn diagnostics_are_capped() {
     let text = format!("<tags><general>{}</general></tags>", "a_a_aa, ".repeat(500));
     let report = check(&text);
     assert_eq!(report.diagnostics.len(), sakiko_prompt::MAX_DIAGNOSTICS);
+    let last = report.diagnostics.last().unwrap();
+    assert_eq!(
+        (last.code, last.severity),
+        (Code::TooManyDiagnostics, Severity::Warning)
+    );
+    assert_eq!(
+        last.message,
+        "401 more finding(s) from here on are not shown"
+    );
+    assert!(report.prompt.is_some());
+}
+
+#[test]
+fn an_error_past_the_cap_still_fails_the_check() {
+    // The fuzzer's find: 100 warnings, then an error that used to be dropped silently.
+    let text = format!("<tags><general>{}</general>", "a_a_aa, ".repeat(150));
+    let report = check(&text);
+    let last = report.diagnostics.last().unwrap();
+    assert_eq!(
+        (last.code, last.severity),
+        (Code::TooManyDiagnostics, Severity::Error)
+    );
+    assert!(report.has_errors());
+    assert!(report.prompt.is_none());
+}
+
+#[test]
+fn many_reserved_characters_are_fast() {
+    let text = format!("<tags>{}</tags>", "&".repeat(1_000_000));
+    let start = Instant::now();
+    let report = check(&text);
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert_eq!(report.diagnostics.len(), sakiko_prompt::MAX_DIAGNOSTICS);
+    assert!(report.has_errors());
 }
 
 #[test]
