@@ -4,8 +4,9 @@
 //! family, on [Burn](https://burn.dev), from the weight files people already have.
 //!
 //! This crate is the facade: it re-exports the workspace crates, so `cargo add sakiko-lumina` is
-//! all a user needs. Today it ships the prompt format ([`prompt`]); the text encoder, the NextDiT
-//! denoiser, the VAE, the samplers and the pipeline follow as their crates land.
+//! all a user needs. Today it ships the prompt format ([`prompt`]) and ComfyUI-exact sampling
+//! ([`sampling`]); the text encoder, the NextDiT denoiser, the VAE and the pipeline follow as
+//! their crates land. Backends are cargo features: `flex` (CPU, default), `wgpu`, `cuda`.
 //!
 //! ```
 //! use sakiko_lumina::prompt::{Rating, TagPrompt};
@@ -21,4 +22,16 @@
 //! # Ok::<(), sakiko_lumina::prompt::PromptError>(())
 //! ```
 
+pub use burn;
 pub use sakiko_prompt as prompt;
+pub use sakiko_sampling as sampling;
+
+/// The Burn backends compiled into this build, one per enabled cargo feature.
+pub mod backend {
+    #[cfg(feature = "cuda")]
+    pub use burn::backend::Cuda;
+    #[cfg(feature = "flex")]
+    pub use burn::backend::Flex;
+    #[cfg(feature = "wgpu")]
+    pub use burn::backend::Wgpu;
+}
