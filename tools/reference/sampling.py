@@ -414,8 +414,11 @@ def main():
         ("euler", "diffusers", {"kind": "diffusers", "scale": 4.0, "normalization": True, "trunc_ratio": 0.5}, "simple", 8, 1.0),
         ("euler_ancestral", "cfg4.5_img2img", cfg, "linear_quadratic", 8, 0.6),
         ("res_multistep", "cfg4.5_karras", cfg, "karras", 7, 1.0),
+        ("euler_ancestral", "cfg4.5_eta0.5_snoise0.9", cfg, "linear_quadratic", 8, 1.0),
+        ("res_multistep_ancestral", "cfg4.5_eta0.5_snoise0.9", cfg, "linear_quadratic", 8, 1.0),
     ]
     for sampler, gname, guidance, scheduler, steps, denoise in cases:
+        eta, s_noise = (0.5, 0.9) if "eta0.5" in gname else (None, 1.0)
         sigmas = calculate_sigmas(ms, scheduler, steps, denoise).to(F32)
         cfg_pp = sampler.endswith("cfg_pp")
         model = lambda x, s, i, cap, g=guidance, n=len(sigmas) - 1, pp=cfg_pp: guided(
@@ -425,7 +428,7 @@ def main():
         start = latent if denoise < 1.0 else torch.zeros(shape)
         x = sigmas[0] * init_noise + (1 - sigmas[0]) * start
         Counter.calls = 0
-        traj = run_sampler(sampler, x, sigmas, model, noise)
+        traj = run_sampler(sampler, x, sigmas, model, noise, eta=eta, s_noise=s_noise)
         key = f"trajectory/{sampler}/{gname}"
         tensors[key] = traj.contiguous()
         tensors[key + "/sigmas"] = sigmas

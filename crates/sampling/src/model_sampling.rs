@@ -168,6 +168,32 @@ mod tests {
     }
 
     #[test]
+    fn conversions_around_the_model() {
+        use burn::backend::Flex;
+        use burn::tensor::TensorData;
+        let t = |v: &[f32]| {
+            Tensor::<Flex, 1>::from_data(
+                TensorData::new(v.to_vec(), [v.len()]),
+                &Default::default(),
+            )
+        };
+        let v = |t: Tensor<Flex, 1>| t.into_data().to_vec::<f32>().unwrap();
+        // x = σ·noise + (1 − σ)·data with σ = 0.25, noise = 2, data = −1: x = 0.5 − 0.75 = −0.25.
+        let x = FlowSampling::noise_scaling(0.25, t(&[2.0]), t(&[-1.0]));
+        assert_eq!(v(x.clone()), [-0.25]);
+        // The model's output in ComfyUI's sign is noise − data = 3; x0 = x − σ·3 = −1.
+        assert_eq!(v(FlowSampling::denoised(0.25, t(&[3.0]), x)), [-1.0]);
+        assert_eq!(
+            v(FlowSampling::inverse_noise_scaling(0.5, t(&[1.0]))),
+            [2.0]
+        );
+        assert_eq!(
+            v(FlowSampling::inverse_noise_scaling(0.0, t(&[1.5]))),
+            [1.5]
+        );
+    }
+
+    #[test]
     fn percent_to_sigma_ends() {
         let ms = FlowSampling::lumina2();
         assert_eq!(ms.percent_to_sigma(0.0), 1.0);

@@ -10,6 +10,8 @@
 //! PyTorch computes the transcendental functions of the 16-element blocks in one of two ways,
 //! chosen by the CPU ([`RandnKernel`]); they differ in the last bit of about a third of the values.
 
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
 /// Which of PyTorch's CPU `randn` kernels to reproduce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum RandnKernel {
@@ -135,6 +137,20 @@ impl TorchGenerator {
             fill(tail);
         }
         data
+    }
+}
+
+impl TorchGenerator {
+    /// [`TorchGenerator::randn`] as a tensor of `shape` (row-major, as PyTorch fills it) on
+    /// `device`. ComfyUI's initial noise is `TorchGenerator::new(seed).randn_tensor([B, 16, H/8, W/8], …)`.
+    pub fn randn_tensor<B: Backend, const D: usize>(
+        &mut self,
+        shape: [usize; D],
+        kernel: RandnKernel,
+        device: &B::Device,
+    ) -> Tensor<B, D> {
+        let values = self.randn(shape.iter().product(), kernel);
+        Tensor::from_data(TensorData::new(values, shape), device)
     }
 }
 
@@ -267,6 +283,19 @@ mod tests {
             last = g.next_u32();
         }
         assert_eq!(last, 4_123_659_995);
+    }
+
+    #[test]
+    fn tensors_are_filled_row_major() {
+        use burn::backend::Flex;
+        let t: Tensor<Flex, 4> = TorchGenerator::new(3).randn_tensor(
+            [1, 2, 3, 5],
+            RandnKernel::Avx2,
+            &Default::default(),
+        );
+        assert_eq!(t.dims(), [1, 2, 3, 5]);
+        let flat = TorchGenerator::new(3).randn(30, RandnKernel::Avx2);
+        assert_eq!(t.into_data().to_vec::<f32>().unwrap(), flat);
     }
 
     #[test]

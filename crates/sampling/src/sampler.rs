@@ -7,7 +7,7 @@ use std::fmt;
 use std::ops::ControlFlow;
 use std::str::FromStr;
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 
 use crate::{Denoiser, Guidance, RandnKernel, SamplingError, TorchGenerator};
 
@@ -123,9 +123,8 @@ impl TorchNoise {
 
 impl<B: Backend> NoiseSource<B> for TorchNoise {
     fn noise(&mut self, like: &Tensor<B, 4>) -> Tensor<B, 4> {
-        let dims = like.dims();
-        let values = self.generator.randn(dims.iter().product(), self.kernel);
-        Tensor::from_data(TensorData::new(values, dims), &like.device())
+        self.generator
+            .randn_tensor(like.dims(), self.kernel, &like.device())
     }
 }
 
