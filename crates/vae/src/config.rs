@@ -1,0 +1,172 @@
+//! The autoencoder's configuration: diffusers' `config.json`, the FLUX preset, detection from shapes.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::{LatentFormat, VaeError};
+
+/// The hyperparameters of a FLUX-style `AutoencoderKL` (diffusers' `config.json` field names).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct VaeConfig {
+    /// Image channels in (3).
+    #[serde(default = "three")]
+    pub in_channels: usize,
+    /// Image channels out (3).
+    #[serde(default = "three")]
+    pub out_channels: usize,
+    /// Latent channels (16 for FLUX).
+    pub latent_channels: usize,
+    /// Channels per resolution level, from the image side (FLUX: 128, 256, 512, 512).
+    pub block_out_channels: Vec<usize>,
+    /// ResNet blocks per encoder level; the decoder has one more (FLUX: 2).
+    pub layers_per_block: usize,
+    /// GroupNorm groups (32).
+    #[serde(default = "thirty_two")]
+    pub norm_num_groups: usize,
+    /// Latent scale (FLUX: 0.3611).
+    #[serde(default = "flux_scale")]
+    pub scaling_factor: f32,
+    /// Latent shift (FLUX: 0.1159).
+    #[serde(default = "flux_shift")]
+    pub shift_factor: f32,
+    /// Whether the mid blocks have attention (FLUX: true).
+    #[serde(default = "yes")]
+    pub mid_block_add_attention: bool,
+    /// A `quant_conv` after the encoder (not in FLUX; unsupported).
+    #[serde(default)]
+    pub use_quant_conv: bool,
+    /// A `post_quant_conv` before the decoder (not in FLUX; unsupported).
+    #[serde(default)]
+    pub use_post_quant_conv: bool,
+}
+
+fn three() -> usize {
+    3
+}
+fn thirty_two() -> usize {
+    32
+}
+fn flux_scale() -> f32 {
+    0.3611
+}
+fn flux_shift() -> f32 {
+    0.1159
+}
+fn yes() -> bool {
+    true
+}
+
+impl VaeConfig {
+    /// The FLUX.1 autoencoder (`ae.safetensors`) that Lumina 2, Neta-Lumina and Sakiko-Lumina use.
+    pub fn flux() -> Self {
+        Self {
+            in_channels: 3,
+            out_channels: 3,
+            latent_channels: 16,
+            block_out_channels: vec![128, 256, 512, 512],
+            layers_per_block: 2,
+            norm_num_groups: 32,
+            scaling_factor: 0.3611,
+            shift_factor: 0.1159,
+            mid_block_add_attention: true,
+            use_quant_conv: false,
+            use_post_quant_conv: false,
+        }
+    }
+
+    /// Reads a diffusers `config.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, VaeError> {
+        let path = path.as_ref();
+        let error = |reason: String| VaeError::Config {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let config: Self = serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Detects the configuration from tensor shapes, for files that come without a `config.json`;
+    /// `shape` and `has` look up BFL-style names. Scale and shift are FLUX's.
+    pub(crate) fn detect_with<'a>(
+        shape: impl Fn(&str) -> Option<&'a [usize]>,
+        has: impl Fn(&str) -> bool,
+    ) -> Result<Self, VaeError> {
+        let missing =
+            |what: &str| VaeError::Unsupported(format!("cannot detect the VAE layout: {what}"));
+        let conv_in =
+            shape("decoder.conv_in.weight").ok_or_else(|| missing("no decoder.conv_in.weight"))?;
+        let mut block_out_channels = Vec::new();
+        while let Some(s) = shape(&format!(
+            "encoder.down.{}.block.0.conv1.weight",
+            block_out_channels.len()
+        )) {
+            block_out_channels.push(s[0]);
+        }
+        let mut layers_per_block = 0;
+        while has(&format!("encoder.down.0.block.{layers_per_block}.conv1")) {
+            layers_per_block += 1;
+        }
+        if block_out_channels.is_empty() || layers_per_block == 0 {
+            return Err(missing("no encoder.down.N.block.M tensors"));
+        }
+        let io = |key: &str, dim: usize| shape(key).map_or(3, |s| s[dim]);
+        // GroupNorm's group count is in no shape: FLUX's 32 is assumed (other models need a config).
+        let config = Self {
+            in_channels: io("encoder.conv_in.weight", 1),
+            out_channels: io("decoder.conv_out.weight", 0),
+            latent_channels: conv_in[1],
+            block_out_channels,
+            layers_per_block,
+            mid_block_add_attention: has("decoder.mid.attn_1.q"),
+            use_quant_conv: has("quant_conv"),
+            use_post_quant_conv: has("post_quant_conv"),
+            ..Self::flux()
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that this crate can build the model.
+    pub fn validate(&self) -> Result<(), VaeError> {
+        let bad = |why: String| Err(VaeError::Unsupported(why));
+        if self.use_quant_conv || self.use_post_quant_conv {
+            return bad(
+                "quant_conv / post_quant_conv (SD-style VAEs) are not supported; FLUX has neither"
+                    .into(),
+            );
+        }
+        if self.block_out_channels.is_empty()
+            || self.layers_per_block == 0
+            || self.latent_channels == 0
+        {
+            return bad(format!("empty levels or channels: {self:?}"));
+        }
+        if let Some(c) = self
+            .block_out_channels
+            .iter()
+            .find(|&&c| self.norm_num_groups == 0 || c % self.norm_num_groups != 0)
+        {
+            return bad(format!(
+                "{c} channels are not divisible into {} groups",
+                self.norm_num_groups
+            ));
+        }
+        Ok(())
+    }
+
+    /// The latent format (scale and shift) of this autoencoder.
+    pub fn latent_format(&self) -> LatentFormat {
+        LatentFormat {
+            scale: self.scaling_factor,
+            shift: self.shift_factor,
+        }
+    }
+
+    /// Pixels per latent pixel along each side (8 for FLUX).
+    pub fn downscale(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
+}

@@ -1,0 +1,45 @@
+//! The crate's error type.
+
+use sakiko_weights::WeightError;
+
+/// What can go wrong loading or running the VAE.
+#[derive(Debug, thiserror::Error)]
+pub enum VaeError {
+    /// Reading the weights failed (missing or misshapen tensor, truncated file, …).
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    /// The `config.json` could not be read or parsed.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The configuration is not a FLUX-style autoencoder this crate can build.
+    #[error("unsupported VAE configuration: {0}")]
+    Unsupported(String),
+    /// An input tensor with the wrong number of channels.
+    #[error("{what} has {found} channels, the VAE expects {expected}")]
+    Channels {
+        /// Which input.
+        what: &'static str,
+        /// Channels expected.
+        expected: usize,
+        /// Channels given.
+        found: usize,
+    },
+    /// An image size the encoder cannot take.
+    #[error("image size {width}×{height}: {reason}")]
+    Size {
+        /// Width in pixels.
+        width: usize,
+        /// Height in pixels.
+        height: usize,
+        /// Why.
+        reason: String,
+    },
+    /// Invalid tiling parameters.
+    #[error("invalid tiling: {0}")]
+    Tiling(String),
+}

@@ -1,0 +1,372 @@
+//! The building blocks, loaded from either key layout.
+//!
+//! Names inside this crate are the BFL / ComfyUI ones (`decoder.up.1.block.0.nin_shortcut`);
+//! [`Layout::Diffusers`] translates each to diffusers' (`decoder.up_blocks.2.resnets.0.conv_shortcut`).
+
+use burn::module::{Module, Param};
+use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
+use burn::tensor::activation::silu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Tensor, backend::Backend};
+use sakiko_weights::Weights;
+
+use crate::VaeError;
+
+/// The key naming of a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// BFL / ComfyUI `ae.safetensors` names (`decoder.up.3.block.0.conv1`).
+    Bfl,
+    /// diffusers `AutoencoderKL` names (`decoder.up_blocks.0.resnets.0.conv1`).
+    Diffusers,
+}
+
+impl Layout {
+    /// The key of BFL-named `name` in this layout; `levels` is the number of resolution levels
+    /// (diffusers numbers decoder levels in the opposite order).
+    pub fn key(self, name: &str, levels: usize) -> String {
+        if self == Layout::Bfl {
+            return name.to_owned();
+        }
+        let parts: Vec<&str> = name.split('.').collect();
+        let mut out: Vec<String> = Vec::with_capacity(parts.len() + 2);
+        out.push(parts[0].to_owned());
+        let mut rest = &parts[1..];
+        match rest {
+            ["norm_out", tail @ ..] => {
+                out.push("conv_norm_out".into());
+                rest = tail;
+            }
+            ["mid", block, tail @ ..] => {
+                out.push("mid_block".into());
+                match *block {
+                    "block_1" => out.push("resnets.0".into()),
+                    "block_2" => out.push("resnets.1".into()),
+                    _ => {
+                        out.push("attentions.0".into());
+                        if let Some((layer, tail2)) = tail.split_first() {
+                            out.push(
+                                match *layer {
+                                    "norm" => "group_norm",
+                                    "q" => "to_q",
+                                    "k" => "to_k",
+                                    "v" => "to_v",
+                                    "proj_out" => "to_out.0",
+                                    other => other,
+                                }
+                                .into(),
+                            );
+                            rest = tail2;
+                            return join(out, rest);
+                        }
+                    }
+                }
+                rest = tail;
+            }
+            [dir @ ("down" | "up"), level, kind, tail @ ..] => {
+                let level: usize = level.parse().unwrap_or(0);
+                let (blocks, index) = if *dir == "down" {
+                    ("down_blocks", level)
+                } else {
+                    ("up_blocks", levels.saturating_sub(1 + level))
+                };
+                out.push(format!("{blocks}.{index}"));
+                match *kind {
+                    "block" => out.push("resnets".into()),
+                    "downsample" => out.push("downsamplers.0".into()),
+                    "upsample" => out.push("upsamplers.0".into()),
+                    other => out.push(other.into()),
+                }
+                rest = tail;
+            }
+            _ => {}
+        }
+        join(out, rest)
+    }
+}
+
+fn join(mut out: Vec<String>, rest: &[&str]) -> String {
+    out.extend(rest.iter().map(|p| {
+        if *p == "nin_shortcut" {
+            "conv_shortcut".to_owned()
+        } else {
+            (*p).to_owned()
+        }
+    }));
+    out.join(".")
+}
+
+/// Reads modules from weights in either layout.
+pub(crate) struct Loader<'a, B: Backend> {
+    pub weights: Weights<'a>,
+    pub layout: Layout,
+    pub levels: usize,
+    pub groups: usize,
+    pub device: &'a B::Device,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn key(&self, name: &str) -> String {
+        self.layout.key(name, self.levels)
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.weights.contains(&self.key(&format!("{name}.weight")))
+    }
+
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.weights.shape(&self.key(name))
+    }
+
+    fn bias(&self, name: &str, channels: usize) -> Result<Tensor<B, 1>, VaeError> {
+        Ok(self
+            .weights
+            .tensor(&self.key(&format!("{name}.bias")), [channels], self.device)?)
+    }
+
+    /// A `k×k` convolution with bias.
+    pub fn conv(
+        &self,
+        name: &str,
+        [c_in, c_out]: [usize; 2],
+        kernel: usize,
+        stride: usize,
+        padding: PaddingConfig2d,
+    ) -> Result<Conv2d<B>, VaeError> {
+        let weight = self.weights.tensor(
+            &self.key(&format!("{name}.weight")),
+            [c_out, c_in, kernel, kernel],
+            self.device,
+        )?;
+        Ok(Conv2d {
+            weight: Param::from_tensor(weight),
+            bias: Some(Param::from_tensor(self.bias(name, c_out)?)),
+            stride: [stride, stride],
+            kernel_size: [kernel, kernel],
+            dilation: [1, 1],
+            groups: 1,
+            padding,
+        })
+    }
+
+    /// A 3×3 convolution with padding 1.
+    pub fn conv3(&self, name: &str, channels: [usize; 2]) -> Result<Conv2d<B>, VaeError> {
+        self.conv(name, channels, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1))
+    }
+
+    /// GroupNorm(groups, eps 1e-6, affine).
+    pub fn norm(&self, name: &str, channels: usize) -> Result<GroupNorm<B>, VaeError> {
+        let gamma = self.weights.tensor(
+            &self.key(&format!("{name}.weight")),
+            [channels],
+            self.device,
+        )?;
+        Ok(GroupNorm {
+            gamma: Some(Param::from_tensor(gamma)),
+            beta: Some(Param::from_tensor(self.bias(name, channels)?)),
+            num_groups: self.groups,
+            num_channels: channels,
+            epsilon: 1e-6,
+            affine: true,
+        })
+    }
+
+    /// A 1×1 convolution (BFL, `[C, C, 1, 1]`) or linear layer (diffusers, `[C, C]`) as a Linear.
+    pub fn pointwise(&self, name: &str, channels: usize) -> Result<Linear<B>, VaeError> {
+        let stored: &[usize] = match self.layout {
+            Layout::Bfl => &[channels, channels, 1, 1],
+            Layout::Diffusers => &[channels, channels],
+        };
+        let weight: Tensor<B, 2> = self.weights.tensor_reshaped(
+            &self.key(&format!("{name}.weight")),
+            [channels, channels],
+            stored,
+            self.device,
+        )?;
+        // Burn's Linear stores [in, out].
+        Ok(Linear {
+            weight: Param::from_tensor(weight.transpose()),
+            bias: Some(Param::from_tensor(self.bias(name, channels)?)),
+        })
+    }
+}
+
+/// `conv2(silu(norm2(conv1(silu(norm1(x)))))) + shortcut(x)`.
+#[derive(Module, Debug)]
+pub struct ResnetBlock<B: Backend> {
+    norm1: GroupNorm<B>,
+    conv1: Conv2d<B>,
+    norm2: GroupNorm<B>,
+    conv2: Conv2d<B>,
+    nin_shortcut: Option<Conv2d<B>>,
+}
+
+impl<B: Backend> ResnetBlock<B> {
+    pub(crate) fn load(
+        l: &Loader<'_, B>,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+    ) -> Result<Self, VaeError> {
+        let nin_shortcut = if c_in != c_out {
+            Some(l.conv(
+                &format!("{name}.nin_shortcut"),
+                [c_in, c_out],
+                1,
+                1,
+                PaddingConfig2d::Valid,
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            norm1: l.norm(&format!("{name}.norm1"), c_in)?,
+            conv1: l.conv3(&format!("{name}.conv1"), [c_in, c_out])?,
+            norm2: l.norm(&format!("{name}.norm2"), c_out)?,
+            conv2: l.conv3(&format!("{name}.conv2"), [c_out, c_out])?,
+            nin_shortcut,
+        })
+    }
+
+    /// Applies the block.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let x = match &self.nin_shortcut {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        x + h
+    }
+}
+
+/// Single-head self-attention over all pixels, with a residual connection.
+#[derive(Module, Debug)]
+pub struct AttnBlock<B: Backend> {
+    norm: GroupNorm<B>,
+    q: Linear<B>,
+    k: Linear<B>,
+    v: Linear<B>,
+    proj_out: Linear<B>,
+}
+
+impl<B: Backend> AttnBlock<B> {
+    pub(crate) fn load(l: &Loader<'_, B>, name: &str, channels: usize) -> Result<Self, VaeError> {
+        Ok(Self {
+            norm: l.norm(&format!("{name}.norm"), channels)?,
+            q: l.pointwise(&format!("{name}.q"), channels)?,
+            k: l.pointwise(&format!("{name}.k"), channels)?,
+            v: l.pointwise(&format!("{name}.v"), channels)?,
+            proj_out: l.pointwise(&format!("{name}.proj_out"), channels)?,
+        })
+    }
+
+    /// Applies the block.
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, c, h, w] = x.dims();
+        let tokens = self
+            .norm
+            .forward(x.clone())
+            .reshape([b, c, h * w])
+            .swap_dims(1, 2);
+        let heads = |t: Tensor<B, 3>| t.reshape([b, 1, h * w, c]);
+        let o = attention(
+            heads(self.q.forward(tokens.clone())),
+            heads(self.k.forward(tokens.clone())),
+            heads(self.v.forward(tokens)),
+            None,
+            None,
+            AttentionModuleOptions::default(),
+        );
+        let o = self.proj_out.forward(o.reshape([b, h * w, c]));
+        x + o.swap_dims(1, 2).reshape([b, c, h, w])
+    }
+}
+
+/// Nearest-neighbour ×2 (each pixel repeated into a 2×2 block), exactly `F.interpolate(mode="nearest")`.
+pub(crate) fn upsample_nearest2x<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    let x: Tensor<B, 6> = x.reshape([b, c, h, 1, w, 1]);
+    x.repeat_dim(3, 2)
+        .repeat_dim(5, 2)
+        .reshape([b, c, 2 * h, 2 * w])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bfl_to_diffusers_names() {
+        let cases = [
+            ("encoder.conv_in.weight", "encoder.conv_in.weight"),
+            ("encoder.norm_out.bias", "encoder.conv_norm_out.bias"),
+            ("decoder.norm_out.weight", "decoder.conv_norm_out.weight"),
+            (
+                "encoder.down.1.block.0.nin_shortcut.weight",
+                "encoder.down_blocks.1.resnets.0.conv_shortcut.weight",
+            ),
+            (
+                "encoder.down.2.downsample.conv.bias",
+                "encoder.down_blocks.2.downsamplers.0.conv.bias",
+            ),
+            (
+                "decoder.mid.block_1.norm1.weight",
+                "decoder.mid_block.resnets.0.norm1.weight",
+            ),
+            (
+                "encoder.mid.block_2.conv2.weight",
+                "encoder.mid_block.resnets.1.conv2.weight",
+            ),
+            (
+                "decoder.mid.attn_1.norm.bias",
+                "decoder.mid_block.attentions.0.group_norm.bias",
+            ),
+            (
+                "decoder.mid.attn_1.q.weight",
+                "decoder.mid_block.attentions.0.to_q.weight",
+            ),
+            (
+                "encoder.mid.attn_1.proj_out.bias",
+                "encoder.mid_block.attentions.0.to_out.0.bias",
+            ),
+            (
+                "decoder.up.3.block.2.conv1.weight",
+                "decoder.up_blocks.0.resnets.2.conv1.weight",
+            ),
+            (
+                "decoder.up.0.block.0.nin_shortcut.weight",
+                "decoder.up_blocks.3.resnets.0.conv_shortcut.weight",
+            ),
+            (
+                "decoder.up.1.upsample.conv.weight",
+                "decoder.up_blocks.2.upsamplers.0.conv.weight",
+            ),
+            ("decoder.conv_out.bias", "decoder.conv_out.bias"),
+        ];
+        for (bfl, diffusers) in cases {
+            assert_eq!(Layout::Diffusers.key(bfl, 4), diffusers, "{bfl}");
+            assert_eq!(Layout::Bfl.key(bfl, 4), bfl);
+        }
+    }
+
+    #[test]
+    fn nearest_upsampling_repeats_pixels() {
+        use burn::backend::Flex;
+        use burn::tensor::TensorData;
+        let x = Tensor::<Flex, 4>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]),
+            &Default::default(),
+        );
+        let y = upsample_nearest2x(x);
+        assert_eq!(y.dims(), [1, 1, 4, 4]);
+        assert_eq!(
+            y.into_data().to_vec::<f32>().unwrap(),
+            [
+                1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0
+            ]
+        );
+    }
+}

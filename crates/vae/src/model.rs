@@ -1,0 +1,330 @@
+//! The encoder, the decoder, and loading them from the files users have.
+
+use std::path::Path;
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, PaddingConfig2d};
+use burn::tensor::activation::silu;
+use burn::tensor::{Tensor, backend::Backend};
+use sakiko_weights::WeightFile;
+
+use crate::layers::{AttnBlock, Layout, Loader, ResnetBlock, upsample_nearest2x};
+use crate::{VaeConfig, VaeError};
+
+/// Prefixes under which checkpoints store the autoencoder.
+pub const PREFIXES: [&str; 3] = ["", "vae.", "first_stage_model."];
+
+/// ResNet → attention → ResNet at the lowest resolution.
+#[derive(Module, Debug)]
+pub struct MidBlock<B: Backend> {
+    block_1: ResnetBlock<B>,
+    attn_1: Option<AttnBlock<B>>,
+    block_2: ResnetBlock<B>,
+}
+
+impl<B: Backend> MidBlock<B> {
+    fn load(
+        l: &Loader<'_, B>,
+        side: &str,
+        channels: usize,
+        attention: bool,
+    ) -> Result<Self, VaeError> {
+        Ok(Self {
+            block_1: ResnetBlock::load(l, &format!("{side}.mid.block_1"), channels, channels)?,
+            attn_1: if attention {
+                Some(AttnBlock::load(l, &format!("{side}.mid.attn_1"), channels)?)
+            } else {
+                None
+            },
+            block_2: ResnetBlock::load(l, &format!("{side}.mid.block_2"), channels, channels)?,
+        })
+    }
+
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let x = self.block_1.forward(x);
+        let x = match &self.attn_1 {
+            Some(attn) => attn.forward(x),
+            None => x,
+        };
+        self.block_2.forward(x)
+    }
+}
+
+/// One resolution level: ResNet blocks, then an optional resampling convolution.
+#[derive(Module, Debug)]
+pub struct Level<B: Backend> {
+    block: Vec<ResnetBlock<B>>,
+    resample: Option<Conv2d<B>>,
+}
+
+/// Image `[B, 3, H, W]` in [−1, 1] → latent mean `[B, 16, H/8, W/8]` (VAE space).
+#[derive(Module, Debug)]
+pub struct Encoder<B: Backend> {
+    conv_in: Conv2d<B>,
+    down: Vec<Level<B>>,
+    mid: MidBlock<B>,
+    norm_out: GroupNorm<B>,
+    conv_out: Conv2d<B>,
+    latent_channels: usize,
+}
+
+impl<B: Backend> Encoder<B> {
+    fn load(l: &Loader<'_, B>, c: &VaeConfig) -> Result<Self, VaeError> {
+        let ch = &c.block_out_channels;
+        let mut down = Vec::with_capacity(ch.len());
+        let mut c_in = ch[0];
+        for (i, &c_out) in ch.iter().enumerate() {
+            let mut block = Vec::with_capacity(c.layers_per_block);
+            for j in 0..c.layers_per_block {
+                let from = if j == 0 { c_in } else { c_out };
+                block.push(ResnetBlock::load(
+                    l,
+                    &format!("encoder.down.{i}.block.{j}"),
+                    from,
+                    c_out,
+                )?);
+            }
+            // The last level keeps its resolution; the others halve it, padding right/bottom only.
+            let resample = if i + 1 < ch.len() {
+                let pad = PaddingConfig2d::Explicit(0, 0, 1, 1);
+                Some(l.conv(
+                    &format!("encoder.down.{i}.downsample.conv"),
+                    [c_out, c_out],
+                    3,
+                    2,
+                    pad,
+                )?)
+            } else {
+                None
+            };
+            down.push(Level { block, resample });
+            c_in = c_out;
+        }
+        let top = *ch.last().unwrap_or(&c_in);
+        Ok(Self {
+            conv_in: l.conv3("encoder.conv_in", [c.in_channels, ch[0]])?,
+            down,
+            mid: MidBlock::load(l, "encoder", top, c.mid_block_add_attention)?,
+            norm_out: l.norm("encoder.norm_out", top)?,
+            conv_out: l.conv3("encoder.conv_out", [top, 2 * c.latent_channels])?,
+            latent_channels: c.latent_channels,
+        })
+    }
+
+    /// The mean of the latent distribution (what ComfyUI and diffusers' `mode()` return).
+    pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let mut h = self.conv_in.forward(x);
+        for level in &self.down {
+            for block in &level.block {
+                h = block.forward(h);
+            }
+            if let Some(conv) = &level.resample {
+                h = conv.forward(h);
+            }
+        }
+        let h = self.mid.forward(h);
+        let h = self.conv_out.forward(silu(self.norm_out.forward(h)));
+        h.narrow(1, 0, self.latent_channels)
+    }
+}
+
+/// Latent `[B, 16, h, w]` (VAE space) → image `[B, 3, 8h, 8w]`, nominally in [−1, 1].
+#[derive(Module, Debug)]
+pub struct Decoder<B: Backend> {
+    conv_in: Conv2d<B>,
+    mid: MidBlock<B>,
+    /// Indexed like the BFL keys: `up[0]` is the full-resolution level, run last.
+    up: Vec<Level<B>>,
+    norm_out: GroupNorm<B>,
+    conv_out: Conv2d<B>,
+}
+
+impl<B: Backend> Decoder<B> {
+    fn load(l: &Loader<'_, B>, c: &VaeConfig) -> Result<Self, VaeError> {
+        let ch = &c.block_out_channels;
+        let top = *ch.last().unwrap_or(&ch[0]);
+        let mut up = Vec::with_capacity(ch.len());
+        for (b, &c_out) in ch.iter().enumerate() {
+            // Level b receives the channels of level b + 1 (the top level receives its own).
+            let c_in = ch.get(b + 1).copied().unwrap_or(top);
+            let mut block = Vec::with_capacity(c.layers_per_block + 1);
+            for j in 0..=c.layers_per_block {
+                let from = if j == 0 { c_in } else { c_out };
+                block.push(ResnetBlock::load(
+                    l,
+                    &format!("decoder.up.{b}.block.{j}"),
+                    from,
+                    c_out,
+                )?);
+            }
+            let resample = if b > 0 {
+                Some(l.conv3(&format!("decoder.up.{b}.upsample.conv"), [c_out, c_out])?)
+            } else {
+                None
+            };
+            up.push(Level { block, resample });
+        }
+        Ok(Self {
+            conv_in: l.conv3("decoder.conv_in", [c.latent_channels, top])?,
+            mid: MidBlock::load(l, "decoder", top, c.mid_block_add_attention)?,
+            up,
+            norm_out: l.norm("decoder.norm_out", ch[0])?,
+            conv_out: l.conv3("decoder.conv_out", [ch[0], c.out_channels])?,
+        })
+    }
+
+    /// Decodes VAE-space latents.
+    pub fn forward(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
+        let mut h = self.mid.forward(self.conv_in.forward(z));
+        for level in self.up.iter().rev() {
+            for block in &level.block {
+                h = block.forward(h);
+            }
+            if let Some(conv) = &level.resample {
+                h = conv.forward(upsample_nearest2x(h));
+            }
+        }
+        self.conv_out.forward(silu(self.norm_out.forward(h)))
+    }
+}
+
+/// The FLUX autoencoder: encoder, decoder and configuration.
+///
+/// ```no_run
+/// use burn::backend::Flex;
+/// use sakiko_vae::{LatentFormat, Vae};
+///
+/// let device = Default::default();
+/// let vae = Vae::<Flex>::load("models/vae/ae.safetensors", &device)?;
+/// # let latent: burn::tensor::Tensor<Flex, 4> = burn::tensor::Tensor::zeros([1, 16, 128, 128], &device);
+/// // `latent` comes from the sampler, in model space.
+/// let image = vae.decode(vae.latent_format().to_vae(latent))?;
+/// let pngs = sakiko_vae::to_rgb8(image);
+/// # Ok::<(), sakiko_vae::VaeError>(())
+/// ```
+#[derive(Debug)]
+pub struct Vae<B: Backend> {
+    /// The encoder.
+    pub encoder: Encoder<B>,
+    /// The decoder.
+    pub decoder: Decoder<B>,
+    config: VaeConfig,
+}
+
+impl<B: Backend> Vae<B> {
+    /// Loads from a path: a safetensors file (ComfyUI `ae.safetensors`, an all-in-one checkpoint
+    /// with a `vae.` or `first_stage_model.` prefix, or diffusers-named weights), or a diffusers
+    /// folder (`config.json` + `diffusion_pytorch_model.safetensors`, also as its `vae/` subfolder).
+    pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self, VaeError> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            let dir = if path.join("vae").join("config.json").exists() {
+                path.join("vae")
+            } else {
+                path.to_path_buf()
+            };
+            let config = VaeConfig::from_file(dir.join("config.json"))?;
+            let file = WeightFile::open(dir.join("diffusion_pytorch_model.safetensors"))?;
+            return Self::from_weights(&file, Some(config), device);
+        }
+        Self::from_weights(&WeightFile::open(path)?, None, device)
+    }
+
+    /// Builds from an open weight file; without `config`, the configuration is detected from the
+    /// tensor shapes (scale and shift are FLUX's).
+    pub fn from_weights(
+        file: &WeightFile,
+        config: Option<VaeConfig>,
+        device: &B::Device,
+    ) -> Result<Self, VaeError> {
+        let prefix = file.detect_prefix("decoder.conv_in.weight", &PREFIXES)?;
+        let weights = file.scope(prefix);
+        let layout = if weights.contains("decoder.up_blocks.0.resnets.0.conv1.weight") {
+            Layout::Diffusers
+        } else {
+            Layout::Bfl
+        };
+        let config = match config {
+            Some(c) => {
+                c.validate()?;
+                c
+            }
+            None => {
+                let levels = (0..)
+                    .take_while(|i| {
+                        weights.contains(
+                            &layout.key(&format!("encoder.down.{i}.block.0.conv1.weight"), 0),
+                        )
+                    })
+                    .count();
+                let probe = Loader::<B> {
+                    weights: weights.clone(),
+                    layout,
+                    levels,
+                    groups: 32,
+                    device,
+                };
+                VaeConfig::detect_with(|name| probe.shape(name), |name| probe.has(name))?
+            }
+        };
+        let loader = Loader {
+            weights,
+            layout,
+            levels: config.block_out_channels.len(),
+            groups: config.norm_num_groups,
+            device,
+        };
+        Ok(Self {
+            encoder: Encoder::load(&loader, &config)?,
+            decoder: Decoder::load(&loader, &config)?,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VaeConfig {
+        &self.config
+    }
+
+    /// The latent format (scale and shift).
+    pub fn latent_format(&self) -> crate::LatentFormat {
+        self.config.latent_format()
+    }
+
+    /// Decodes VAE-space latents `[B, C, h, w]` to images `[B, 3, 8h, 8w]` in about [−1, 1].
+    pub fn decode(&self, z: Tensor<B, 4>) -> Result<Tensor<B, 4>, VaeError> {
+        let [_, c, _, _] = z.dims();
+        if c != self.config.latent_channels {
+            return Err(VaeError::Channels {
+                what: "the latent",
+                expected: self.config.latent_channels,
+                found: c,
+            });
+        }
+        Ok(self.decoder.forward(z))
+    }
+
+    /// Encodes images `[B, 3, H, W]` in [−1, 1] (sides multiples of 8) to VAE-space latent means.
+    pub fn encode(&self, image: Tensor<B, 4>) -> Result<Tensor<B, 4>, VaeError> {
+        let [_, c, h, w] = image.dims();
+        if c != self.config.in_channels {
+            return Err(VaeError::Channels {
+                what: "the image",
+                expected: self.config.in_channels,
+                found: c,
+            });
+        }
+        let f = self.config.downscale();
+        if h % f != 0 || w % f != 0 || h == 0 || w == 0 {
+            return Err(VaeError::Size {
+                width: w,
+                height: h,
+                reason: format!(
+                    "both sides must be positive multiples of {f} (see `image_to_tensor`, which crops)"
+                ),
+            });
+        }
+        Ok(self.encoder.forward(image))
+    }
+}

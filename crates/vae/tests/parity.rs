@@ -1,0 +1,235 @@
+//! The tiny FLUX-layout autoencoder from `tools/reference/vae.py` (diffusers `AutoencoderKL`,
+//! perturbed weights) decodes and encodes like PyTorch, from both key layouts.
+
+use burn::backend::Flex;
+use burn::tensor::{Tensor, TensorData};
+use sakiko_vae::{Tiling, Vae, VaeConfig, VaeError};
+use sakiko_weights::{WeightError, WeightFile};
+
+type B = Flex;
+const TOL: f32 = 1e-4;
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn io(name: &str) -> Tensor<B, 4> {
+    let file = WeightFile::open(fixture("io.safetensors")).unwrap();
+    let (values, shape) = file.read_f32(name).unwrap();
+    let shape: [usize; 4] = shape.try_into().unwrap();
+    Tensor::from_data(TensorData::new(values, shape), &Default::default())
+}
+
+fn max_diff(a: Tensor<B, 4>, b: Tensor<B, 4>) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b).abs().max().into_scalar()
+}
+
+fn diffusers() -> Vae<B> {
+    Vae::load(fixture("diffusers"), &Default::default()).unwrap()
+}
+
+fn bfl() -> Vae<B> {
+    let config = VaeConfig::from_file(fixture("diffusers/config.json")).unwrap();
+    let file = WeightFile::open(fixture("ae_bf16_prefixed.safetensors")).unwrap();
+    Vae::from_weights(&file, Some(config), &Default::default()).unwrap()
+}
+
+#[test]
+fn decode_matches_diffusers_in_both_layouts() {
+    let want = io("decode/image");
+    for (layout, vae) in [("diffusers f32", diffusers()), ("BFL bf16 vae.", bfl())] {
+        let got = vae.decode(io("decode/z")).unwrap();
+        let diff = max_diff(got, want.clone());
+        println!("decode, {layout}: max |diff| {diff:e}");
+        assert!(diff < TOL, "{layout}: {diff}");
+    }
+}
+
+#[test]
+fn encode_matches_diffusers_in_both_layouts() {
+    let want = io("encode/mean");
+    for (layout, vae) in [("diffusers f32", diffusers()), ("BFL bf16 vae.", bfl())] {
+        let got = vae.encode(io("encode/image")).unwrap();
+        let diff = max_diff(got, want.clone());
+        println!("encode, {layout}: max |diff| {diff:e}");
+        assert!(diff < TOL, "{layout}: {diff}");
+    }
+}
+
+#[test]
+fn config_is_read_from_config_json() {
+    let vae = diffusers();
+    assert_eq!(vae.config().block_out_channels, [8, 16, 16, 16]);
+    assert_eq!(vae.config().norm_num_groups, 4);
+    assert_eq!(vae.latent_format(), sakiko_vae::LatentFormat::FLUX);
+}
+
+#[test]
+fn tiled_decode_and_encode_stay_close() {
+    let vae = diffusers();
+    let noise = |n: usize, shape: [usize; 4]| {
+        let v = lcg_values(n);
+        Tensor::<B, 4>::from_data(TensorData::new(v, shape), &Default::default())
+    };
+    // A 24×20 latent (192×160 image). The tiny model normalises over few pixels, so tiles change
+    // GroupNorm statistics a lot; the error must fall as tiles grow.
+    let z = noise(16 * 24 * 20, [1, 16, 24, 20]);
+    let full = vae.decode(z.clone()).unwrap();
+    let range = full.clone().abs().max().into_scalar();
+    let mut means = Vec::new();
+    for tiling in [
+        Tiling {
+            tile: 8,
+            overlap: 4,
+        },
+        Tiling {
+            tile: 16,
+            overlap: 8,
+        },
+    ] {
+        let tiled = vae.decode_tiled(z.clone(), tiling).unwrap();
+        let diff = max_diff(full.clone(), tiled.clone());
+        let mean = (full.clone() - tiled).abs().mean().into_scalar();
+        println!(
+            "tiled decode {tiling:?}: max |diff| {diff:.4}, mean |diff| {mean:.5} (output max |x| {range:.3})"
+        );
+        means.push(mean);
+    }
+    assert!(means[0] < 0.05 * range, "{means:?} vs range {range}");
+    assert!(means[1] < means[0] / 2.0, "{means:?}");
+
+    let img = noise(3 * 160 * 192, [1, 3, 160, 192]).clamp(-1.0, 1.0);
+    let full = vae.encode(img.clone()).unwrap();
+    let tiled = vae
+        .encode_tiled(
+            img,
+            Tiling {
+                tile: 8,
+                overlap: 4,
+            },
+        )
+        .unwrap();
+    assert_eq!(full.dims(), tiled.dims());
+    let range = full.clone().abs().max().into_scalar();
+    let mean = (full - tiled).abs().mean().into_scalar();
+    println!("tiled encode: mean |diff| {mean:.5} (output max |x| {range:.3})");
+    assert!(mean < 0.1 * range);
+    // A single tile covering the input is exactly the untiled result.
+    let z = noise(16 * 6 * 6, [1, 16, 6, 6]);
+    let one = vae
+        .decode_tiled(
+            z.clone(),
+            Tiling {
+                tile: 8,
+                overlap: 2,
+            },
+        )
+        .unwrap();
+    assert_eq!(max_diff(one, vae.decode(z).unwrap()), 0.0);
+}
+
+/// Deterministic pseudo-random values in [−1.5, 1.5] (a small LCG; the values need no distribution).
+fn lcg_values(n: usize) -> Vec<f32> {
+    let mut s: u32 = 12345;
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1 << 24) as f32 * 3.0 - 1.5
+        })
+        .collect()
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let vae = diffusers();
+    let device = Default::default();
+    let err = vae
+        .decode(Tensor::zeros([1, 4, 8, 8], &device))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VaeError::Channels {
+                expected: 16,
+                found: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = vae
+        .encode(Tensor::zeros([1, 3, 12, 16], &device))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            VaeError::Size {
+                width: 16,
+                height: 12,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = vae
+        .encode(Tensor::zeros([1, 4, 16, 16], &device))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        VaeError::Channels {
+            expected: 3,
+            found: 4,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn detection_needs_a_config_for_narrow_models() {
+    // The tiny model's 8 channels cannot use FLUX's 32 groups: without config.json this is a
+    // clear error, not a wrong model.
+    let file = WeightFile::open(fixture("ae_bf16_prefixed.safetensors")).unwrap();
+    let err = Vae::<B>::from_weights(&file, None, &Default::default()).unwrap_err();
+    assert!(
+        matches!(err, VaeError::Unsupported(ref m) if m.contains("not divisible into 32 groups")),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_files_name_the_problem() {
+    let dir = std::env::temp_dir().join(format!("sakiko-vae-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A file with only some tensors: the first missing key is named.
+    let src = WeightFile::open(fixture("ae_bf16_prefixed.safetensors")).unwrap();
+    let bytes = src.read_bytes("vae.decoder.conv_in.weight").unwrap();
+    let shape = src.shape("vae.decoder.conv_in.weight").unwrap().to_vec();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, shape, &bytes).unwrap();
+    let path = dir.join("partial.safetensors");
+    safetensors::serialize_to_file([("vae.decoder.conv_in.weight", view)], None, &path).unwrap();
+    let config = VaeConfig::from_file(fixture("diffusers/config.json")).unwrap();
+    let err = Vae::<B>::from_weights(
+        &WeightFile::open(&path).unwrap(),
+        Some(config.clone()),
+        &Default::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, VaeError::Weights(WeightError::Missing { ref key, .. }) if key == "vae.encoder.down.0.block.0.norm1.weight"),
+        "{err}"
+    );
+    // A checkpoint without any VAE.
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0, 0, 0, 0])
+            .unwrap();
+    let path = dir.join("other.safetensors");
+    safetensors::serialize_to_file([("model.diffusion_model.x", view)], None, &path).unwrap();
+    let err = Vae::<B>::load(&path, &Default::default()).unwrap_err();
+    assert!(
+        matches!(err, VaeError::Weights(WeightError::NoPrefix { .. })),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

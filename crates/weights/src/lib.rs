@@ -1,0 +1,466 @@
+//! # sakiko-weights
+//!
+//! The one place where sakiko-lumina reads weight files: safetensors headers are parsed up front,
+//! tensors are read one at a time with positioned reads (a 5 GB checkpoint is never held whole in
+//! memory), F32/F16/BF16/F64 are converted to f32, key prefixes (`vae.`, `model.diffusion_model.`,
+//! …) are detected, and every failure names the file, the key and both shapes.
+//!
+//! ```no_run
+//! use burn::backend::Flex;
+//! use sakiko_weights::WeightFile;
+//!
+//! let file = WeightFile::open("ae.safetensors")?;
+//! let prefix = file.detect_prefix("decoder.conv_in.weight", &["", "vae.", "first_stage_model."])?;
+//! let weights = file.scope(prefix);
+//! let w = weights.tensor::<Flex, 4>("decoder.conv_in.weight", [512, 16, 3, 3], &Default::default())?;
+//! # Ok::<(), sakiko_weights::WeightError>(())
+//! ```
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use safetensors::Dtype;
+use safetensors::tensor::{Metadata, TensorInfo};
+
+/// What can go wrong reading weights.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightError {
+    /// The file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid safetensors file, or is truncated.
+    #[error("{path}: not a valid safetensors file: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor the model needs is not in the file.
+    #[error("{path}: missing tensor `{key}`")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// The full key looked up.
+        key: String,
+    },
+    /// A tensor has another shape than the model expects.
+    #[error("{path}: tensor `{key}` has shape {found:?}, expected {expected:?}")]
+    Shape {
+        /// The file.
+        path: PathBuf,
+        /// The full key.
+        key: String,
+        /// The shape the model needs.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor is stored in a type that cannot be converted to float.
+    #[error("{path}: tensor `{key}` is {dtype:?}; supported: F32, F16, BF16, F64")]
+    Dtype {
+        /// The file.
+        path: PathBuf,
+        /// The full key.
+        key: String,
+        /// Its stored type.
+        dtype: Dtype,
+    },
+    /// None of the candidate prefixes leads to a tensor the model needs.
+    #[error(
+        "{path}: no tensor `{probe}` under any of the prefixes {prefixes:?}; is this the right file?"
+    )]
+    NoPrefix {
+        /// The file.
+        path: PathBuf,
+        /// The key looked for.
+        probe: String,
+        /// The prefixes tried.
+        prefixes: Vec<String>,
+    },
+}
+
+/// An open safetensors file: the parsed header, and the file for reading tensors on demand.
+#[derive(Debug)]
+pub struct WeightFile {
+    path: PathBuf,
+    file: Mutex<File>,
+    tensors: HashMap<String, TensorInfo>,
+    data_start: u64,
+}
+
+impl WeightFile {
+    /// Opens `path` and validates its header against the file size.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightError> {
+        let path = path.as_ref().to_path_buf();
+        let io = |source| WeightError::Io {
+            path: path.clone(),
+            source,
+        };
+        let corrupt = |reason: String| WeightError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let mut file = File::open(&path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let mut len_bytes = [0u8; 8];
+        file.read_exact(&mut len_bytes)
+            .map_err(|_| corrupt(format!("{file_len} bytes is too short for a header")))?;
+        let header_len = u64::from_le_bytes(len_bytes);
+        if header_len > 100 << 20 || 8 + header_len > file_len {
+            return Err(corrupt(format!(
+                "header length {header_len} does not fit a {file_len}-byte file"
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        file.read_exact(&mut header).map_err(io)?;
+        let metadata: Metadata = serde_json::from_slice(&header)
+            .map_err(|e| corrupt(format!("unreadable header: {e}")))?;
+        let data_start = 8 + header_len;
+        let data_len = file_len - data_start;
+        let mut tensors = HashMap::new();
+        for (name, info) in metadata.tensors() {
+            let (start, end) = info.data_offsets;
+            let numel: usize = info.shape.iter().product();
+            let expected = numel * info.dtype.bitsize() / 8;
+            if end < start || end - start != expected {
+                return Err(corrupt(format!(
+                    "tensor `{name}` spans {} bytes, its shape {:?} of {:?} needs {expected}",
+                    end.saturating_sub(start),
+                    info.shape,
+                    info.dtype
+                )));
+            }
+            if end as u64 > data_len {
+                return Err(corrupt(format!(
+                    "truncated: tensor `{name}` ends at byte {end} of the data, the file holds {data_len}"
+                )));
+            }
+            tensors.insert(name, info.clone());
+        }
+        Ok(Self {
+            path,
+            file: Mutex::new(file),
+            tensors,
+            data_start,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// All tensor names.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    /// Whether the file has `key`.
+    pub fn contains(&self, key: &str) -> bool {
+        self.tensors.contains_key(key)
+    }
+
+    /// The stored shape of `key`.
+    pub fn shape(&self, key: &str) -> Option<&[usize]> {
+        self.tensors.get(key).map(|i| i.shape.as_slice())
+    }
+
+    /// The first of `prefixes` under which `probe` exists (`""` for none).
+    pub fn detect_prefix<'p>(
+        &self,
+        probe: &str,
+        prefixes: &[&'p str],
+    ) -> Result<&'p str, WeightError> {
+        prefixes
+            .iter()
+            .copied()
+            .find(|p| self.contains(&format!("{p}{probe}")))
+            .ok_or_else(|| WeightError::NoPrefix {
+                path: self.path.clone(),
+                probe: probe.to_owned(),
+                prefixes: prefixes.iter().map(|p| (*p).to_owned()).collect(),
+            })
+    }
+
+    /// A view of the tensors under `prefix`.
+    pub fn scope(&self, prefix: impl Into<String>) -> Weights<'_> {
+        Weights {
+            file: self,
+            prefix: prefix.into(),
+        }
+    }
+
+    fn missing(&self, key: &str) -> WeightError {
+        WeightError::Missing {
+            path: self.path.clone(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// The raw bytes of `key`, as stored.
+    pub fn read_bytes(&self, key: &str) -> Result<Vec<u8>, WeightError> {
+        let info = self.tensors.get(key).ok_or_else(|| self.missing(key))?;
+        let (start, end) = info.data_offsets;
+        let mut bytes = vec![0u8; end - start];
+        let io = |source| WeightError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        // A poisoned lock only means another reader panicked; the file handle is still fine.
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        file.seek(SeekFrom::Start(self.data_start + start as u64))
+            .map_err(io)?;
+        file.read_exact(&mut bytes).map_err(io)?;
+        Ok(bytes)
+    }
+
+    /// The values of `key` converted to f32, with its shape.
+    pub fn read_f32(&self, key: &str) -> Result<(Vec<f32>, Vec<usize>), WeightError> {
+        let info = self.tensors.get(key).ok_or_else(|| self.missing(key))?;
+        let bytes = self.read_bytes(key)?;
+        let values = match info.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+            dtype => {
+                return Err(WeightError::Dtype {
+                    path: self.path.clone(),
+                    key: key.to_owned(),
+                    dtype,
+                });
+            }
+        };
+        Ok((values, info.shape.clone()))
+    }
+}
+
+/// The tensors of a [`WeightFile`] under a key prefix; nested scopes append to it.
+#[derive(Debug, Clone)]
+pub struct Weights<'a> {
+    file: &'a WeightFile,
+    prefix: String,
+}
+
+impl<'a> Weights<'a> {
+    /// The file.
+    pub fn file(&self) -> &'a WeightFile {
+        self.file
+    }
+
+    /// The full key of `name` in this scope.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// A nested scope: `scope("decoder")` then `scope("conv_in")` reads `decoder.conv_in.*`.
+    pub fn scope(&self, name: &str) -> Weights<'a> {
+        Weights {
+            file: self.file,
+            prefix: format!("{}{name}.", self.prefix),
+        }
+    }
+
+    /// Whether `name` exists in this scope.
+    pub fn contains(&self, name: &str) -> bool {
+        self.file.contains(&self.key(name))
+    }
+
+    /// The stored shape of `name`.
+    pub fn shape(&self, name: &str) -> Option<&'a [usize]> {
+        self.file.shape(&self.key(name))
+    }
+
+    /// Loads `name` as an f32 tensor of exactly `shape`.
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, WeightError> {
+        self.tensor_reshaped(name, shape, &shape, device)
+    }
+
+    /// Loads `name`, stored with shape `stored` (checked), as a tensor of `shape` with the same
+    /// number of elements (a `[C, C, 1, 1]` convolution kernel used as a `[C, C]` matrix).
+    pub fn tensor_reshaped<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        stored: &[usize],
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, WeightError> {
+        let key = self.key(name);
+        let (values, found) = self.file.read_f32(&key)?;
+        if found != stored {
+            return Err(WeightError::Shape {
+                path: self.file.path.clone(),
+                key,
+                expected: stored.to_vec(),
+                found,
+            });
+        }
+        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use safetensors::tensor::TensorView;
+
+    fn write(dir: &Path, name: &str, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> PathBuf {
+        let views: Vec<(String, TensorView<'_>)> = tensors
+            .iter()
+            .map(|(k, d, s, b)| ((*k).to_owned(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
+        let path = dir.join(name);
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+        path
+    }
+
+    fn dir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sakiko-weights-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn reads_every_float_dtype() {
+        let d = dir();
+        let f32s: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let f16s: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let bf16s: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect();
+        let f64s: Vec<u8> = [1.5f64, -2.0]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let path = write(
+            &d,
+            "dtypes.safetensors",
+            &[
+                ("vae.a", Dtype::F32, vec![2], f32s),
+                ("vae.b", Dtype::F16, vec![1, 2], f16s),
+                ("vae.c", Dtype::BF16, vec![2, 1], bf16s),
+                ("vae.d", Dtype::F64, vec![2], f64s),
+                ("vae.e", Dtype::U8, vec![2], vec![1, 2]),
+            ],
+        );
+        let file = WeightFile::open(&path).unwrap();
+        assert_eq!(file.detect_prefix("a", &["", "vae."]).unwrap(), "vae.");
+        let w = file.scope("vae.");
+        for (name, shape) in [
+            ("a", vec![2]),
+            ("b", vec![1, 2]),
+            ("c", vec![2, 1]),
+            ("d", vec![2]),
+        ] {
+            assert_eq!(
+                file.read_f32(&w.key(name)).unwrap(),
+                (vec![1.5, -2.0], shape)
+            );
+        }
+        let t: Tensor<Flex, 2> = w.tensor("b", [1, 2], &Default::default()).unwrap();
+        assert_eq!(t.into_data().to_vec::<f32>().unwrap(), [1.5, -2.0]);
+        assert!(matches!(
+            file.read_f32("vae.e"),
+            Err(WeightError::Dtype {
+                dtype: Dtype::U8,
+                ..
+            })
+        ));
+        assert_eq!(file.read_bytes("vae.e").unwrap(), [1, 2]);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_shapes() {
+        let d = dir();
+        let bytes: Vec<u8> = (0..6).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let path = write(
+            &d,
+            "shapes.safetensors",
+            &[("w", Dtype::F32, vec![2, 3], bytes)],
+        );
+        let file = WeightFile::open(&path).unwrap();
+        let w = file.scope("");
+        let err = w
+            .tensor::<Flex, 2>("w", [3, 2], &Default::default())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: tensor `w` has shape [2, 3], expected [3, 2]",
+                path.display()
+            )
+        );
+        let err = w
+            .tensor::<Flex, 1>("x", [1], &Default::default())
+            .unwrap_err();
+        assert!(matches!(err, WeightError::Missing { ref key, .. } if key == "x"));
+        assert!(matches!(
+            file.detect_prefix("q", &["", "vae."]),
+            Err(WeightError::NoPrefix { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_and_garbage_files_are_errors() {
+        let d = dir();
+        let bytes: Vec<u8> = (0..64).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let path = write(
+            &d,
+            "full.safetensors",
+            &[("w", Dtype::F32, vec![64], bytes)],
+        );
+        let full = std::fs::read(&path).unwrap();
+        let cut = d.join("cut.safetensors");
+        std::fs::write(&cut, &full[..full.len() - 10]).unwrap();
+        let err = WeightFile::open(&cut).unwrap_err();
+        assert!(matches!(err, WeightError::Corrupt { .. }));
+        assert!(err.to_string().contains("truncated"), "{err}");
+        for garbage in [&b"abc"[..], &[255u8; 64][..], b"\x08\0\0\0\0\0\0\0not json"] {
+            let g = d.join("garbage.safetensors");
+            std::fs::write(&g, garbage).unwrap();
+            assert!(
+                matches!(WeightFile::open(&g), Err(WeightError::Corrupt { .. })),
+                "{garbage:?}"
+            );
+        }
+        assert!(matches!(
+            WeightFile::open(d.join("absent.safetensors")),
+            Err(WeightError::Io { .. })
+        ));
+    }
+}
