@@ -4,9 +4,9 @@
 //! family, on [Burn](https://burn.dev), from the weight files people already have.
 //!
 //! This crate is the facade: it re-exports the workspace crates, so `cargo add sakiko-lumina` is
-//! all a user needs. Today it ships the prompt format ([`prompt`]) and ComfyUI-exact sampling
-//! ([`sampling`]); the text encoder, the NextDiT denoiser, the VAE and the pipeline follow as
-//! their crates land. Backends are cargo features: `flex` (CPU, default), `wgpu`, `cuda`.
+//! all a user needs. Today it ships the prompt format ([`prompt`]), ComfyUI-exact sampling
+//! ([`sampling`]), the FLUX autoencoder ([`vae`]) and the weight reader ([`weights`]); the text
+//! encoder, the NextDiT denoiser and the pipeline follow as their crates land. Backends are cargo features: `flex` (CPU, default), `wgpu`, `cuda`.
 //!
 //! ```
 //! use sakiko_lumina::prompt::{Rating, TagPrompt};
@@ -25,6 +25,8 @@
 pub use burn;
 pub use sakiko_prompt as prompt;
 pub use sakiko_sampling as sampling;
+pub use sakiko_vae as vae;
+pub use sakiko_weights as weights;
 
 /// The Burn backends compiled into this build, one per enabled cargo feature.
 pub mod backend {

@@ -41,18 +41,14 @@ impl Tiling {
     }
 }
 
-/// Tile starts along an axis of length `n`: every `tile − overlap`, the last flush with the end.
+/// Tile starts along an axis of length `n`: the fewest tiles whose overlaps are at least
+/// `overlap`, spread evenly so that every seam gets the same blending width.
 fn starts(n: usize, tile: usize, overlap: usize) -> Vec<usize> {
     if n <= tile {
         return vec![0];
     }
-    let stride = tile - overlap;
-    let mut s: Vec<usize> = (0..)
-        .map(|i| i * stride)
-        .take_while(|&s| s + tile < n)
-        .collect();
-    s.push(n - tile);
-    s
+    let count = (n - overlap).div_ceil(tile - overlap);
+    (0..count).map(|i| i * (n - tile) / (count - 1)).collect()
 }
 
 /// Blending weights along one axis of an output tile of length `len`: ramps of `ramp` values at
@@ -151,7 +147,18 @@ mod tests {
         assert_eq!(starts(10, 16, 4), [0]);
         assert_eq!(starts(16, 16, 4), [0]);
         assert_eq!(starts(40, 16, 4), [0, 12, 24]);
-        assert_eq!(starts(41, 16, 4), [0, 12, 24, 25]);
+        assert_eq!(starts(41, 16, 4), [0, 8, 16, 25]);
+        assert_eq!(starts(128, 64, 8), [0, 32, 64]);
+        // Every overlap is at least the requested one, and the last tile ends at the edge.
+        for (n, t, o) in [(100, 16, 4), (129, 64, 8), (17, 16, 15), (500, 64, 8)] {
+            let s = starts(n, t, o);
+            assert_eq!(s[0], 0);
+            assert_eq!(s.last().unwrap() + t, n);
+            assert!(
+                s.windows(2).all(|w| w[0] + t >= w[1] + o),
+                "{n} {t} {o}: {s:?}"
+            );
+        }
     }
 
     #[test]
