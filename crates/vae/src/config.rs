@@ -170,3 +170,59 @@ impl VaeConfig {
         1 << (self.block_out_channels.len() - 1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// The shapes of the real `ae.safetensors` that detection looks at.
+    fn flux_shapes() -> HashMap<String, Vec<usize>> {
+        let mut m = HashMap::new();
+        m.insert("decoder.conv_in.weight".to_owned(), vec![512, 16, 3, 3]);
+        m.insert("encoder.conv_in.weight".to_owned(), vec![128, 3, 3, 3]);
+        m.insert("decoder.conv_out.weight".to_owned(), vec![3, 128, 3, 3]);
+        m.insert(
+            "decoder.mid.attn_1.q.weight".to_owned(),
+            vec![512, 512, 1, 1],
+        );
+        for (i, c) in [128, 256, 512, 512].into_iter().enumerate() {
+            for j in 0..2 {
+                m.insert(
+                    format!("encoder.down.{i}.block.{j}.conv1.weight"),
+                    vec![c, c, 3, 3],
+                );
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn detects_the_flux_configuration_from_shapes() {
+        let shapes = flux_shapes();
+        let config = VaeConfig::detect_with(
+            |k| shapes.get(k).map(Vec::as_slice),
+            |k| shapes.contains_key(&format!("{k}.weight")),
+        )
+        .unwrap();
+        assert_eq!(config, VaeConfig::flux());
+        assert_eq!(config.downscale(), 8);
+    }
+
+    #[test]
+    fn detection_and_validation_errors() {
+        let none = VaeConfig::detect_with(|_| None, |_| false).unwrap_err();
+        assert!(
+            matches!(none, VaeError::Unsupported(ref m) if m.contains("decoder.conv_in.weight"))
+        );
+        let sd = VaeConfig {
+            use_post_quant_conv: true,
+            ..VaeConfig::flux()
+        };
+        assert!(
+            matches!(sd.validate(), Err(VaeError::Unsupported(ref m)) if m.contains("post_quant_conv"))
+        );
+        let err = VaeConfig::from_file("/nonexistent/config.json").unwrap_err();
+        assert!(matches!(err, VaeError::Config { .. }));
+    }
+}
