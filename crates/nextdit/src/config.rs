@@ -1,0 +1,129 @@
+//! NextDiT hyperparameters: diffusers' `config.json`, the 2B preset, detection from a checkpoint.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::NextDitError;
+
+/// The hyperparameters of `Lumina2Transformer2DModel` (diffusers' `config.json` field names).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct NextDitConfig {
+    /// Patch side p (2).
+    pub patch_size: usize,
+    /// Latent channels C (16).
+    pub in_channels: usize,
+    /// Model width D (2304).
+    pub hidden_size: usize,
+    /// Joint blocks (26).
+    pub num_layers: usize,
+    /// Blocks in each of the noise and context refiners (2).
+    pub num_refiner_layers: usize,
+    /// Query heads (24).
+    pub num_attention_heads: usize,
+    /// Key/value heads (8).
+    pub num_kv_heads: usize,
+    /// Feed-forward width rounding (256).
+    pub multiple_of: usize,
+    /// Feed-forward width multiplier (none: 4·D).
+    #[serde(default)]
+    pub ffn_dim_multiplier: Option<f64>,
+    /// RMSNorm epsilon of the blocks and the caption embedder (1e-5).
+    pub norm_eps: f64,
+    /// RoPE dimensions per axis (32, 32, 32); they sum to the head dimension.
+    pub axes_dim_rope: Vec<usize>,
+    /// RoPE table lengths per axis (300, 512, 512): the largest caption length and latent rows and
+    /// columns (in patches) the model accepts, plus one.
+    pub axes_lens: Vec<usize>,
+    /// Text feature width (2304 for Gemma-2-2B).
+    pub cap_feat_dim: usize,
+}
+
+impl NextDitConfig {
+    /// Lumina-Image-2.0 / Neta-Lumina / Sakiko-Lumina (2.6B).
+    pub fn lumina2_2b() -> Self {
+        Self {
+            patch_size: 2,
+            in_channels: 16,
+            hidden_size: 2304,
+            num_layers: 26,
+            num_refiner_layers: 2,
+            num_attention_heads: 24,
+            num_kv_heads: 8,
+            multiple_of: 256,
+            ffn_dim_multiplier: None,
+            norm_eps: 1e-5,
+            axes_dim_rope: vec![32, 32, 32],
+            axes_lens: vec![300, 512, 512],
+            cap_feat_dim: 2304,
+        }
+    }
+
+    /// Reads a diffusers `config.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, NextDitError> {
+        let path = path.as_ref();
+        let error = |reason: String| NextDitError::Config {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let config: Self = serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Head dimension (96 for 2B).
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Timestep-embedding and modulation width, `min(D, 1024)`.
+    pub fn adaln_dim(&self) -> usize {
+        self.hidden_size.min(1024)
+    }
+
+    /// Feed-forward inner width: `4·D` (times the multiplier), rounded up to `multiple_of`.
+    pub fn ffn_dim(&self) -> usize {
+        let base = match self.ffn_dim_multiplier {
+            Some(m) => (m * 4.0 * self.hidden_size as f64) as usize,
+            None => 4 * self.hidden_size,
+        };
+        base.div_ceil(self.multiple_of) * self.multiple_of
+    }
+
+    /// Checks internal consistency.
+    pub fn validate(&self) -> Result<(), NextDitError> {
+        let bad = |why: String| Err(NextDitError::Unsupported(why));
+        if self.num_attention_heads == 0
+            || self.num_kv_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
+            return bad(format!(
+                "{} heads do not divide width {}",
+                self.num_attention_heads, self.hidden_size
+            ));
+        }
+        if !self.num_attention_heads.is_multiple_of(self.num_kv_heads) {
+            return bad(format!(
+                "{} query heads are not a multiple of {} KV heads",
+                self.num_attention_heads, self.num_kv_heads
+            ));
+        }
+        if self.axes_dim_rope.len() != 3 || self.axes_lens.len() != 3 {
+            return bad("RoPE needs exactly three axes".into());
+        }
+        if self.axes_dim_rope.iter().sum::<usize>() != self.head_dim()
+            || self.axes_dim_rope.iter().any(|d| d % 2 != 0)
+        {
+            return bad(format!(
+                "RoPE axes {:?} must be even and sum to the head dimension {}",
+                self.axes_dim_rope,
+                self.head_dim()
+            ));
+        }
+        if self.patch_size == 0 || self.multiple_of == 0 {
+            return bad("patch size and multiple_of must be positive".into());
+        }
+        Ok(())
+    }
+}

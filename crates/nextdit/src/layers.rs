@@ -1,0 +1,443 @@
+//! Blocks of the NextDiT, loaded from either key layout.
+//!
+//! Internal names are the original / ComfyUI ones (`layers.3.attention.qkv`); for diffusers
+//! checkpoints [`Layout::Diffusers`] translates them and concatenates `to_q`, `to_k`, `to_v` into qkv.
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::activation::silu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Tensor, backend::Backend};
+use sakiko_weights::Weights;
+
+use crate::NextDitError;
+
+/// The key naming of a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Original Alpha-VLLM / ComfyUI names (`layers.0.attention.qkv.weight`).
+    Original,
+    /// diffusers `Lumina2Transformer2DModel` names (`layers.0.attn.to_q.weight`).
+    Diffusers,
+}
+
+impl Layout {
+    /// The key of original-named `name` in this layout (for everything but the fused qkv).
+    pub fn key(self, name: &str) -> String {
+        if self == Layout::Original {
+            return name.to_owned();
+        }
+        let mut k = name.to_owned();
+        let context = k.starts_with("context_refiner.");
+        for (from, to) in [
+            ("cap_embedder.", "time_caption_embed.caption_embedder."),
+            (
+                "t_embedder.mlp.0.",
+                "time_caption_embed.timestep_embedder.linear_1.",
+            ),
+            (
+                "t_embedder.mlp.2.",
+                "time_caption_embed.timestep_embedder.linear_2.",
+            ),
+            ("final_layer.adaLN_modulation.1.", "norm_out.linear_1."),
+            ("final_layer.linear.", "norm_out.linear_2."),
+            (".attention.out.", ".attn.to_out.0."),
+            (".attention.q_norm.", ".attn.norm_q."),
+            (".attention.k_norm.", ".attn.norm_k."),
+            (".feed_forward.w1.", ".feed_forward.linear_1."),
+            (".feed_forward.w2.", ".feed_forward.linear_2."),
+            (".feed_forward.w3.", ".feed_forward.linear_3."),
+            (".adaLN_modulation.1.", ".norm1.linear."),
+            (".attention_norm2.", ".norm2."),
+        ] {
+            k = k.replace(from, to);
+        }
+        // The unmodulated context refiner has a plain `norm1`; modulated blocks nest it.
+        k.replace(
+            ".attention_norm1.",
+            if context { ".norm1." } else { ".norm1.norm." },
+        )
+    }
+}
+
+/// Reads tensors by original name from either layout.
+pub(crate) struct Loader<'a, B: Backend> {
+    pub weights: Weights<'a>,
+    pub layout: Layout,
+    pub device: &'a B::Device,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.weights.shape(&self.layout.key(name))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.weights.contains(&self.layout.key(name))
+    }
+
+    fn tensor<const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+    ) -> Result<Tensor<B, D>, NextDitError> {
+        Ok(self
+            .weights
+            .tensor(&self.layout.key(name), shape, self.device)?)
+    }
+
+    /// A linear layer stored `[out, in]` (PyTorch), as Burn's `[in, out]`.
+    pub fn linear(
+        &self,
+        name: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+    ) -> Result<Linear<B>, NextDitError> {
+        let weight: Tensor<B, 2> = self.tensor(&format!("{name}.weight"), [d_out, d_in])?;
+        Ok(Self::linear_from(
+            weight,
+            if bias {
+                Some(self.tensor(&format!("{name}.bias"), [d_out])?)
+            } else {
+                None
+            },
+        ))
+    }
+
+    fn linear_from(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Linear<B> {
+        Linear {
+            weight: Param::from_tensor(weight.transpose()),
+            bias: bias.map(Param::from_tensor),
+        }
+    }
+
+    /// The fused `[q; k; v]` projection (diffusers stores the three parts separately).
+    pub fn qkv(
+        &self,
+        name: &str,
+        d: usize,
+        q_rows: usize,
+        kv_rows: usize,
+    ) -> Result<Linear<B>, NextDitError> {
+        let weight = match self.layout {
+            Layout::Original => {
+                self.tensor(&format!("{name}.qkv.weight"), [q_rows + 2 * kv_rows, d])?
+            }
+            Layout::Diffusers => {
+                let base = name.replace(".attention", ".attn");
+                let part = |p: &str, rows: usize| -> Result<Tensor<B, 2>, NextDitError> {
+                    Ok(self.weights.tensor(
+                        &format!("{base}.{p}.weight"),
+                        [rows, d],
+                        self.device,
+                    )?)
+                };
+                Tensor::cat(
+                    vec![
+                        part("to_q", q_rows)?,
+                        part("to_k", kv_rows)?,
+                        part("to_v", kv_rows)?,
+                    ],
+                    0,
+                )
+            }
+        };
+        Ok(Self::linear_from(weight, None))
+    }
+
+    pub fn rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<RmsNorm<B>, NextDitError> {
+        Ok(RmsNorm {
+            weight: Param::from_tensor(self.tensor(&format!("{name}.weight"), [dim])?),
+            eps,
+        })
+    }
+}
+
+/// `x · rsqrt(mean(x²) + eps) · w` over the last dimension (a plain gain, not `1 + w`).
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    weight: Param<Tensor<B, 1>>,
+    eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// Normalises the last dimension.
+    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let rms = x
+            .clone()
+            .square()
+            .mean_dim(D - 1)
+            .add_scalar(self.eps)
+            .sqrt();
+        (x / rms) * self.weight.val().unsqueeze()
+    }
+}
+
+/// Rotary embedding tables for a batch of sequences: `cos`/`sin` shaped `[B, S, 1, head_dim/2]`.
+#[derive(Debug, Clone)]
+pub struct Rope<B: Backend> {
+    pub(crate) cos: Tensor<B, 4>,
+    pub(crate) sin: Tensor<B, 4>,
+}
+
+impl<B: Backend> Rope<B> {
+    /// Rotates adjacent pairs `(x[2k], x[2k+1])` of `x` `[B, S, H, hd]` by the table's angles.
+    fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, s, h, hd] = x.dims();
+        let pairs: Tensor<B, 5> = x.reshape([b, s, h, hd / 2, 2]);
+        let re: Tensor<B, 4> = pairs.clone().narrow(4, 0, 1).reshape([b, s, h, hd / 2]);
+        let im: Tensor<B, 4> = pairs.narrow(4, 1, 1).reshape([b, s, h, hd / 2]);
+        let out_re = re.clone() * self.cos.clone() - im.clone() * self.sin.clone();
+        let out_im = re * self.sin.clone() + im * self.cos.clone();
+        Tensor::cat(
+            vec![out_re.unsqueeze_dim::<5>(4), out_im.unsqueeze_dim::<5>(4)],
+            4,
+        )
+        .reshape([b, s, h, hd])
+    }
+}
+
+/// Joint self-attention: fused qkv, per-head q/k RMSNorm, RoPE, grouped-query attention.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    qkv: Linear<B>,
+    out: Linear<B>,
+    q_norm: RmsNorm<B>,
+    k_norm: RmsNorm<B>,
+    heads: usize,
+    kv_heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    pub(crate) fn load(
+        l: &Loader<'_, B>,
+        name: &str,
+        d: usize,
+        heads: usize,
+        kv_heads: usize,
+    ) -> Result<Self, NextDitError> {
+        let hd = d / heads;
+        // diffusers hard-codes eps 1e-5 for the q/k norms.
+        Ok(Self {
+            qkv: l.qkv(name, d, heads * hd, kv_heads * hd)?,
+            out: l.linear(&format!("{name}.out"), heads * hd, d, false)?,
+            q_norm: l.rms_norm(&format!("{name}.q_norm"), hd, 1e-5)?,
+            k_norm: l.rms_norm(&format!("{name}.k_norm"), hd, 1e-5)?,
+            heads,
+            kv_heads,
+        })
+    }
+
+    /// `mask`: `[B, H, S, S]`, true where a key must be ignored.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let (h, kv) = (self.heads, self.kv_heads);
+        let qkv = self.qkv.forward(x);
+        let hd = qkv.dims()[2] / (h + 2 * kv);
+        let q = self
+            .q_norm
+            .forward(qkv.clone().narrow(2, 0, h * hd).reshape([b, s, h, hd]));
+        let k = self.k_norm.forward(
+            qkv.clone()
+                .narrow(2, h * hd, kv * hd)
+                .reshape([b, s, kv, hd]),
+        );
+        let v = qkv
+            .narrow(2, (h + kv) * hd, kv * hd)
+            .reshape([b, s, kv, hd]);
+        let q = rope.apply(q).swap_dims(1, 2);
+        // Each KV head serves `h / kv` consecutive query heads.
+        let repeat = |t: Tensor<B, 4>| -> Tensor<B, 4> {
+            let t = t.swap_dims(1, 2);
+            if h == kv {
+                return t;
+            }
+            let t: Tensor<B, 5> = t.unsqueeze_dim(2);
+            t.repeat_dim(2, h / kv).reshape([b, h, s, hd])
+        };
+        let k = repeat(rope.apply(k));
+        let v = repeat(v);
+        let o = attention(q, k, v, mask, None, AttentionModuleOptions::default());
+        self.out.forward(o.swap_dims(1, 2).reshape([b, s, h * hd]))
+    }
+}
+
+/// SwiGLU: `w2(silu(w1 x) · w3 x)`.
+#[derive(Module, Debug)]
+pub struct FeedForward<B: Backend> {
+    w1: Linear<B>,
+    w2: Linear<B>,
+    w3: Linear<B>,
+}
+
+impl<B: Backend> FeedForward<B> {
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.w2
+            .forward(silu(self.w1.forward(x.clone())) * self.w3.forward(x))
+    }
+}
+
+/// A transformer block with sandwich norms; modulated (`adaLN_modulation`) in the noise refiner
+/// and the main layers, plain in the context refiner.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    attention: Attention<B>,
+    feed_forward: FeedForward<B>,
+    attention_norm1: RmsNorm<B>,
+    attention_norm2: RmsNorm<B>,
+    ffn_norm1: RmsNorm<B>,
+    ffn_norm2: RmsNorm<B>,
+    ada_ln_modulation: Option<Linear<B>>,
+}
+
+impl<B: Backend> Block<B> {
+    pub(crate) fn load(
+        l: &Loader<'_, B>,
+        name: &str,
+        c: &crate::NextDitConfig,
+        modulated: bool,
+    ) -> Result<Self, NextDitError> {
+        let (d, f, eps) = (c.hidden_size, c.ffn_dim(), c.norm_eps);
+        Ok(Self {
+            attention: Attention::load(
+                l,
+                &format!("{name}.attention"),
+                d,
+                c.num_attention_heads,
+                c.num_kv_heads,
+            )?,
+            feed_forward: FeedForward {
+                w1: l.linear(&format!("{name}.feed_forward.w1"), d, f, false)?,
+                w2: l.linear(&format!("{name}.feed_forward.w2"), f, d, false)?,
+                w3: l.linear(&format!("{name}.feed_forward.w3"), d, f, false)?,
+            },
+            attention_norm1: l.rms_norm(&format!("{name}.attention_norm1"), d, eps)?,
+            attention_norm2: l.rms_norm(&format!("{name}.attention_norm2"), d, eps)?,
+            ffn_norm1: l.rms_norm(&format!("{name}.ffn_norm1"), d, eps)?,
+            ffn_norm2: l.rms_norm(&format!("{name}.ffn_norm2"), d, eps)?,
+            ada_ln_modulation: if modulated {
+                Some(l.linear(
+                    &format!("{name}.adaLN_modulation.1"),
+                    c.adaln_dim(),
+                    4 * d,
+                    true,
+                )?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// `silu_temb`: `silu(timestep embedding)` `[B, T]`, required by modulated blocks.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &Rope<B>,
+        mask: Option<Tensor<B, 4, Bool>>,
+        silu_temb: &Tensor<B, 2>,
+    ) -> Tensor<B, 3> {
+        match &self.ada_ln_modulation {
+            Some(ada) => {
+                // Chunk order: scale_msa, gate_msa, scale_mlp, gate_mlp.
+                let e: Tensor<B, 3> = ada.forward(silu_temb.clone()).unsqueeze_dim(1);
+                let d = e.dims()[2] / 4;
+                let chunk = |i: usize| e.clone().narrow(2, i * d, d);
+                let a = self.attention.forward(
+                    self.attention_norm1.forward(x.clone()) * chunk(0).add_scalar(1.0),
+                    rope,
+                    mask,
+                );
+                let x = x + chunk(1).tanh() * self.attention_norm2.forward(a);
+                let f = self
+                    .feed_forward
+                    .forward(self.ffn_norm1.forward(x.clone()) * chunk(2).add_scalar(1.0));
+                x + chunk(3).tanh() * self.ffn_norm2.forward(f)
+            }
+            None => {
+                let a = self
+                    .attention
+                    .forward(self.attention_norm1.forward(x.clone()), rope, mask);
+                let x = x + self.attention_norm2.forward(a);
+                let f = self.feed_forward.forward(self.ffn_norm1.forward(x.clone()));
+                x + self.ffn_norm2.forward(f)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_to_diffusers_names() {
+        let cases = [
+            ("x_embedder.weight", "x_embedder.weight"),
+            (
+                "t_embedder.mlp.0.bias",
+                "time_caption_embed.timestep_embedder.linear_1.bias",
+            ),
+            (
+                "t_embedder.mlp.2.weight",
+                "time_caption_embed.timestep_embedder.linear_2.weight",
+            ),
+            (
+                "cap_embedder.0.weight",
+                "time_caption_embed.caption_embedder.0.weight",
+            ),
+            (
+                "cap_embedder.1.bias",
+                "time_caption_embed.caption_embedder.1.bias",
+            ),
+            (
+                "layers.3.attention.out.weight",
+                "layers.3.attn.to_out.0.weight",
+            ),
+            (
+                "layers.3.attention.q_norm.weight",
+                "layers.3.attn.norm_q.weight",
+            ),
+            (
+                "noise_refiner.1.attention.k_norm.weight",
+                "noise_refiner.1.attn.norm_k.weight",
+            ),
+            (
+                "layers.0.feed_forward.w2.weight",
+                "layers.0.feed_forward.linear_2.weight",
+            ),
+            (
+                "layers.0.adaLN_modulation.1.weight",
+                "layers.0.norm1.linear.weight",
+            ),
+            (
+                "layers.0.attention_norm1.weight",
+                "layers.0.norm1.norm.weight",
+            ),
+            (
+                "context_refiner.1.attention_norm1.weight",
+                "context_refiner.1.norm1.weight",
+            ),
+            (
+                "context_refiner.0.attention_norm2.weight",
+                "context_refiner.0.norm2.weight",
+            ),
+            ("layers.7.ffn_norm2.weight", "layers.7.ffn_norm2.weight"),
+            (
+                "final_layer.adaLN_modulation.1.weight",
+                "norm_out.linear_1.weight",
+            ),
+            ("final_layer.linear.bias", "norm_out.linear_2.bias"),
+        ];
+        for (original, diffusers) in cases {
+            assert_eq!(Layout::Diffusers.key(original), diffusers, "{original}");
+            assert_eq!(Layout::Original.key(original), original);
+        }
+    }
+}

@@ -1,0 +1,455 @@
+//! The NextDiT forward pass and loading.
+
+use std::path::Path;
+
+use burn::nn::Linear;
+use burn::tensor::activation::silu;
+use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use sakiko_weights::WeightFile;
+
+use crate::layers::{Block, Layout, Loader, RmsNorm, Rope};
+use crate::{NextDitConfig, NextDitError};
+
+/// Prefixes under which checkpoints store the denoiser.
+pub const PREFIXES: [&str; 3] = ["", "model.diffusion_model.", "diffusion_model."];
+
+/// Width of the sinusoidal timestep features.
+const FREQ_DIM: usize = 256;
+
+/// The Lumina-Image-2.0 NextDiT.
+///
+/// Its forward pass uses the model's own convention: `t = 1` is clean data, `t = 0` pure noise,
+/// and the output is the velocity `data − noise`. Samplers that think in σ (ComfyUI's
+/// `x = σ·noise + (1 − σ)·data`) call it with `t = 1 − σ` and negate the output; that conversion
+/// belongs to the pipeline.
+#[derive(Debug)]
+pub struct NextDit<B: Backend> {
+    x_embedder: Linear<B>,
+    t_mlp_0: Linear<B>,
+    t_mlp_2: Linear<B>,
+    cap_norm: RmsNorm<B>,
+    cap_linear: Linear<B>,
+    context_refiner: Vec<Block<B>>,
+    noise_refiner: Vec<Block<B>>,
+    layers: Vec<Block<B>>,
+    final_ada_ln: Linear<B>,
+    final_linear: Linear<B>,
+    config: NextDitConfig,
+}
+
+/// Named intermediate outputs, for locating a mismatch (`x_embedder`, `context_refiner.0`, …).
+pub type Trace<B> = Vec<(String, Tensor<B, 3>)>;
+
+impl<B: Backend> NextDit<B> {
+    /// Loads a checkpoint: an original / ComfyUI `.safetensors` (optionally prefixed
+    /// `model.diffusion_model.`, as in all-in-one checkpoints), or a diffusers folder
+    /// (`config.json` + `diffusion_pytorch_model.safetensors`, also as a pipeline's `transformer/`).
+    pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self, NextDitError> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            let dir = if path.join("transformer").join("config.json").exists() {
+                path.join("transformer")
+            } else {
+                path.to_path_buf()
+            };
+            let config = NextDitConfig::from_file(dir.join("config.json"))?;
+            let file = WeightFile::open(dir.join("diffusion_pytorch_model.safetensors"))?;
+            return Self::from_weights(&file, Some(config), device);
+        }
+        Self::from_weights(&WeightFile::open(path)?, None, device)
+    }
+
+    /// Builds from an open weight file; without `config`, it is detected from the tensor shapes.
+    pub fn from_weights(
+        file: &WeightFile,
+        config: Option<NextDitConfig>,
+        device: &B::Device,
+    ) -> Result<Self, NextDitError> {
+        let prefix = file.detect_prefix("x_embedder.weight", &PREFIXES)?;
+        let weights = file.scope(prefix);
+        let layout = if weights.contains("layers.0.attn.to_q.weight") {
+            Layout::Diffusers
+        } else {
+            Layout::Original
+        };
+        let l = Loader {
+            weights,
+            layout,
+            device,
+        };
+        let c = match config {
+            Some(c) => {
+                c.validate()?;
+                c
+            }
+            None => detect(&l)?,
+        };
+        let (d, t) = (c.hidden_size, c.adaln_dim());
+        let p2c = c.patch_size * c.patch_size * c.in_channels;
+        let blocks =
+            |name: &str, n: usize, modulated: bool| -> Result<Vec<Block<B>>, NextDitError> {
+                (0..n)
+                    .map(|i| Block::load(&l, &format!("{name}.{i}"), &c, modulated))
+                    .collect()
+            };
+        Ok(Self {
+            x_embedder: l.linear("x_embedder", p2c, d, true)?,
+            t_mlp_0: l.linear("t_embedder.mlp.0", FREQ_DIM, t, true)?,
+            t_mlp_2: l.linear("t_embedder.mlp.2", t, t, true)?,
+            cap_norm: l.rms_norm("cap_embedder.0", c.cap_feat_dim, c.norm_eps)?,
+            cap_linear: l.linear("cap_embedder.1", c.cap_feat_dim, d, true)?,
+            context_refiner: blocks("context_refiner", c.num_refiner_layers, false)?,
+            noise_refiner: blocks("noise_refiner", c.num_refiner_layers, true)?,
+            layers: blocks("layers", c.num_layers, true)?,
+            final_ada_ln: l.linear("final_layer.adaLN_modulation.1", t, d, true)?,
+            final_linear: l.linear("final_layer.linear", d, p2c, true)?,
+            config: c,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NextDitConfig {
+        &self.config
+    }
+
+    /// The velocity for latents `x` `[B, C, H, W]` at times `t` (one per sample, 1 = clean), given
+    /// caption features `cap` `[B, L, cap_feat_dim]` whose first `cap_lens[b]` tokens are valid
+    /// (right padding). Captions of different lengths (cond and uncond) share one batch through a
+    /// mask; odd latent sizes are padded circularly and the output cropped, as ComfyUI does.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 4>,
+        t: &[f32],
+        cap: Tensor<B, 3>,
+        cap_lens: &[usize],
+    ) -> Result<Tensor<B, 4>, NextDitError> {
+        self.forward_traced(x, t, cap, cap_lens, None)
+    }
+
+    /// [`NextDit::forward`], optionally recording the output of every block.
+    pub fn forward_traced(
+        &self,
+        x: Tensor<B, 4>,
+        t: &[f32],
+        cap: Tensor<B, 3>,
+        cap_lens: &[usize],
+        mut trace: Option<&mut Trace<B>>,
+    ) -> Result<Tensor<B, 4>, NextDitError> {
+        let c = &self.config;
+        let device = x.device();
+        let [b, ch, h_in, w_in] = x.dims();
+        let [cb, l, cf] = cap.dims();
+        let p = c.patch_size;
+        self.check_inputs(b, ch, h_in, w_in, [cb, l, cf], t, cap_lens)?;
+        let x = pad_circular(x, p);
+        let [_, _, h, w] = x.dims();
+        let (hp, wp) = (h / p, w / p);
+        let n_img = hp * wp;
+
+        // Timestep and caption embeddings.
+        let temb = self.t_mlp_2.forward(silu(
+            self.t_mlp_0.forward(timestep_features::<B>(t, &device)),
+        ));
+        let silu_temb = silu(temb);
+        let cap = self.cap_linear.forward(self.cap_norm.forward(cap));
+        let mut record = |name: String, v: &Tensor<B, 3>| {
+            if let Some(tr) = trace.as_deref_mut() {
+                tr.push((name, v.clone()));
+            }
+        };
+
+        // Patchify: token r·w' + col, features (p_h, p_w, C) with C fastest.
+        let tokens: Tensor<B, 6> = x.reshape([b, ch, hp, p, wp, p]);
+        let tokens = tokens
+            .permute([0, 2, 4, 3, 5, 1])
+            .reshape([b, n_img, p * p * ch]);
+        let mut img = self.x_embedder.forward(tokens);
+        record("x_embedder".into(), &img);
+
+        // Context refiner: captions alone, padded keys masked.
+        let axes = Axes::new(c);
+        let cap_pos: Vec<Vec<[usize; 3]>> = cap_lens
+            .iter()
+            .map(|_| (0..l).map(|i| [i, 0, 0]).collect())
+            .collect();
+        let cap_rope = axes.rope::<B>(&cap_pos, &device);
+        let cap_mask = key_mask::<B>(cap_lens, l, c.num_attention_heads, &device);
+        let mut cap = cap;
+        for (i, block) in self.context_refiner.iter().enumerate() {
+            cap = block.forward(cap, &cap_rope, cap_mask.clone(), &silu_temb);
+            record(format!("context_refiner.{i}"), &cap);
+        }
+
+        // Noise refiner: image tokens alone, at axis-0 position cap_len.
+        let img_pos: Vec<Vec<[usize; 3]>> = cap_lens
+            .iter()
+            .map(|&len| (0..n_img).map(|j| [len, j / wp, j % wp]).collect())
+            .collect();
+        let img_rope = axes.rope::<B>(&img_pos, &device);
+        for (i, block) in self.noise_refiner.iter().enumerate() {
+            img = block.forward(img, &img_rope, None, &silu_temb);
+            record(format!("noise_refiner.{i}"), &img);
+        }
+
+        // Joint sequence: valid caption tokens, then image tokens, zero-padded to the longest.
+        let seq_lens: Vec<usize> = cap_lens.iter().map(|len| len + n_img).collect();
+        let s = seq_lens.iter().copied().max().unwrap_or(0);
+        let d = c.hidden_size;
+        let joint: Vec<Tensor<B, 3>> = (0..b)
+            .map(|i| {
+                let mut parts = vec![
+                    cap.clone().narrow(0, i, 1).narrow(1, 0, cap_lens[i]),
+                    img.clone().narrow(0, i, 1),
+                ];
+                if seq_lens[i] < s {
+                    parts.push(Tensor::zeros([1, s - seq_lens[i], d], &device));
+                }
+                Tensor::cat(parts, 1)
+            })
+            .collect();
+        let mut joint = Tensor::cat(joint, 0);
+        let joint_pos: Vec<Vec<[usize; 3]>> = cap_lens
+            .iter()
+            .map(|&len| {
+                let mut pos: Vec<[usize; 3]> = (0..len).map(|i| [i, 0, 0]).collect();
+                pos.extend((0..n_img).map(|j| [len, j / wp, j % wp]));
+                pos.resize(s, [0, 0, 0]);
+                pos
+            })
+            .collect();
+        let joint_rope = axes.rope::<B>(&joint_pos, &device);
+        let joint_mask = key_mask::<B>(&seq_lens, s, c.num_attention_heads, &device);
+        for (i, block) in self.layers.iter().enumerate() {
+            joint = block.forward(joint, &joint_rope, joint_mask.clone(), &silu_temb);
+            record(format!("layers.{i}"), &joint);
+        }
+
+        // Final layer: LayerNorm without affine (eps 1e-6), scale, project to patches.
+        let mean = joint.clone().mean_dim(2);
+        let centred = joint - mean;
+        let var = centred.clone().square().mean_dim(2);
+        let normed = centred / var.add_scalar(1e-6).sqrt();
+        let scale: Tensor<B, 3> = self.final_ada_ln.forward(silu_temb).unsqueeze_dim(1);
+        let y = self.final_linear.forward(normed * scale.add_scalar(1.0));
+
+        // Unpatchify each sample's image tokens.
+        let out: Vec<Tensor<B, 4>> = (0..b)
+            .map(|i| {
+                let tokens = y.clone().narrow(0, i, 1).narrow(1, cap_lens[i], n_img);
+                let t6: Tensor<B, 6> = tokens.reshape([hp, wp, p, p, ch, 1]);
+                t6.permute([5, 4, 0, 2, 1, 3]).reshape([1, ch, h, w])
+            })
+            .collect();
+        let out = Tensor::cat(out, 0);
+        Ok(out.narrow(2, 0, h_in).narrow(3, 0, w_in))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_inputs(
+        &self,
+        b: usize,
+        ch: usize,
+        h: usize,
+        w: usize,
+        [cb, l, cf]: [usize; 3],
+        t: &[f32],
+        cap_lens: &[usize],
+    ) -> Result<(), NextDitError> {
+        let c = &self.config;
+        let bad = |why: String| Err(NextDitError::Input(why));
+        if ch != c.in_channels {
+            return bad(format!(
+                "latents have {ch} channels, the model takes {}",
+                c.in_channels
+            ));
+        }
+        if cf != c.cap_feat_dim {
+            return bad(format!(
+                "caption features are {cf} wide, the model takes {}",
+                c.cap_feat_dim
+            ));
+        }
+        if cb != b || t.len() != b || cap_lens.len() != b {
+            return bad(format!(
+                "batch sizes differ: latents {b}, captions {cb}, timesteps {}, caption lengths {}",
+                t.len(),
+                cap_lens.len()
+            ));
+        }
+        if let Some(&len) = cap_lens
+            .iter()
+            .find(|&&len| len == 0 || len > l || len >= c.axes_lens[0])
+        {
+            return bad(format!(
+                "caption length {len} must be in 1..={} (and below {})",
+                l, c.axes_lens[0]
+            ));
+        }
+        let p = c.patch_size;
+        let (hp, wp) = (h.div_ceil(p), w.div_ceil(p));
+        if h == 0 || w == 0 || hp >= c.axes_lens[1] || wp >= c.axes_lens[2] {
+            return bad(format!(
+                "latent {h}×{w} is {hp}×{wp} patches; the model's position tables allow up to {}×{}",
+                c.axes_lens[1] - 1,
+                c.axes_lens[2] - 1
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Pads height and width circularly up to multiples of `p` (ComfyUI's handling of odd sizes).
+fn pad_circular<B: Backend>(x: Tensor<B, 4>, p: usize) -> Tensor<B, 4> {
+    let [_, _, h, w] = x.dims();
+    let x = if h % p != 0 {
+        Tensor::cat(vec![x.clone(), x.narrow(2, 0, p - h % p)], 2)
+    } else {
+        x
+    };
+    if w % p != 0 {
+        Tensor::cat(vec![x.clone(), x.narrow(3, 0, p - w % p)], 3)
+    } else {
+        x
+    }
+}
+
+/// `[cos(t·f_k), sin(t·f_k)]`, `f_k = exp(−ln(10000)·k/128)`, with t fed raw (not ×1000).
+fn timestep_features<B: Backend>(t: &[f32], device: &B::Device) -> Tensor<B, 2> {
+    let half = FREQ_DIM / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|k| (-(10000f32.ln()) * k as f32 / half as f32).exp())
+        .collect();
+    let mut values = Vec::with_capacity(t.len() * FREQ_DIM);
+    for &ti in t {
+        values.extend(freqs.iter().map(|f| (ti * f).cos()));
+        values.extend(freqs.iter().map(|f| (ti * f).sin()));
+    }
+    Tensor::from_data(TensorData::new(values, [t.len(), FREQ_DIM]), device)
+}
+
+/// `[B, H, S, S]` key mask (true = ignore) for sequences of the given valid lengths, or `None` if
+/// every sequence fills `s`.
+fn key_mask<B: Backend>(
+    lens: &[usize],
+    s: usize,
+    heads: usize,
+    device: &B::Device,
+) -> Option<Tensor<B, 4, Bool>> {
+    if lens.iter().all(|&len| len == s) {
+        return None;
+    }
+    let values: Vec<bool> = lens
+        .iter()
+        .flat_map(|&len| (0..s).map(move |j| j >= len))
+        .collect();
+    let mask: Tensor<B, 4, Bool> =
+        Tensor::<B, 2, Bool>::from_data(TensorData::new(values, [lens.len(), s]), device)
+            .reshape([lens.len(), 1, 1, s]);
+    Some(mask.expand([lens.len(), heads, s, s]))
+}
+
+/// The three RoPE axes: per-axis inverse frequencies `θ^(−2k/d_a)`, θ = 10000.
+struct Axes {
+    freqs: Vec<Vec<f64>>,
+}
+
+impl Axes {
+    fn new(c: &NextDitConfig) -> Self {
+        let freqs = c
+            .axes_dim_rope
+            .iter()
+            .map(|&d| {
+                (0..d / 2)
+                    .map(|k| 10000f64.powf(-(2.0 * k as f64) / d as f64))
+                    .collect()
+            })
+            .collect();
+        Self { freqs }
+    }
+
+    /// cos/sin tables for each sample's positions (angles in f64, rounded to f32 as diffusers does).
+    fn rope<B: Backend>(&self, positions: &[Vec<[usize; 3]>], device: &B::Device) -> Rope<B> {
+        let half: usize = self.freqs.iter().map(Vec::len).sum();
+        let s = positions.first().map_or(0, Vec::len);
+        let (mut cos, mut sin) = (Vec::new(), Vec::new());
+        for seq in positions {
+            for pos in seq {
+                for (axis, freqs) in self.freqs.iter().enumerate() {
+                    for f in freqs {
+                        let angle = pos[axis] as f64 * f;
+                        cos.push(angle.cos() as f32);
+                        sin.push(angle.sin() as f32);
+                    }
+                }
+            }
+        }
+        let shape = [positions.len(), s, 1, half];
+        Rope {
+            cos: Tensor::from_data(TensorData::new(cos, shape), device),
+            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        }
+    }
+}
+
+/// Detects the configuration from original-named shapes (patch 2 and RoPE axes split in thirds
+/// are assumed, as in every released Lumina 2 model).
+fn detect<B: Backend>(l: &Loader<'_, B>) -> Result<NextDitConfig, NextDitError> {
+    let shape = |name: &str| {
+        l.shape(name).map(<[usize]>::to_vec).ok_or_else(|| {
+            NextDitError::Unsupported(format!("cannot detect the configuration: no `{name}`"))
+        })
+    };
+    let x_emb = shape("x_embedder.weight")?;
+    let d = x_emb[0];
+    let hd = shape("layers.0.attention.q_norm.weight")?[0];
+    let heads = d / hd.max(1);
+    let q_rows = if l.layout == Layout::Original {
+        shape("layers.0.attention.qkv.weight")?[0]
+    } else {
+        heads * hd
+            + 2 * l
+                .weights
+                .shape("layers.0.attn.to_k.weight")
+                .map_or(0, |s| s[0])
+    };
+    let kv_heads = (q_rows / hd.max(1)).saturating_sub(heads) / 2;
+    let count = |name: &str| {
+        (0..)
+            .take_while(|i| l.has(&format!("{name}.{i}.ffn_norm1.weight")))
+            .count()
+    };
+    let ffn = shape("layers.0.feed_forward.w1.weight")?[0];
+    let base = NextDitConfig::lumina2_2b();
+    let config = NextDitConfig {
+        patch_size: 2,
+        in_channels: x_emb[1] / 4,
+        hidden_size: d,
+        num_layers: count("layers"),
+        num_refiner_layers: count("noise_refiner"),
+        num_attention_heads: heads,
+        num_kv_heads: kv_heads,
+        // The width is known exactly; any rounding that reproduces it will do.
+        multiple_of: if ffn.is_multiple_of(base.multiple_of) && ffn >= 4 * d {
+            base.multiple_of
+        } else {
+            ffn
+        },
+        ffn_dim_multiplier: if ffn == (4 * d).div_ceil(base.multiple_of) * base.multiple_of
+            || ffn == 4 * d
+        {
+            None
+        } else {
+            Some(ffn as f64 / (4 * d) as f64)
+        },
+        axes_dim_rope: vec![hd / 3; 3],
+        cap_feat_dim: shape("cap_embedder.1.weight")?[1],
+        ..base
+    };
+    config.validate()?;
+    if config.ffn_dim() != ffn {
+        return Err(NextDitError::Unsupported(format!(
+            "feed-forward width {ffn} cannot be detected; pass a config"
+        )));
+    }
+    Ok(config)
+}
