@@ -61,13 +61,7 @@ impl NextDitConfig {
 
     /// Reads a diffusers `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, NextDitError> {
-        let path = path.as_ref();
-        let error = |reason: String| NextDitError::Config {
-            path: path.display().to_string(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
+        let config: Self = sakiko_weights::read_config(path)?;
         config.validate()?;
         Ok(config)
     }

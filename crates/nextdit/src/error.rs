@@ -8,14 +8,6 @@ pub enum NextDitError {
     /// Reading the weights failed (missing or misshapen tensor, truncated file, …).
     #[error(transparent)]
     Weights(#[from] WeightError),
-    /// The `config.json` could not be read or parsed.
-    #[error("{path}: {reason}")]
-    Config {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        reason: String,
-    },
     /// A configuration this crate cannot build.
     #[error("unsupported NextDiT configuration: {0}")]
     Unsupported(String),

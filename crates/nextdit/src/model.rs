@@ -46,15 +46,9 @@ impl<B: Backend> NextDit<B> {
     /// (`config.json` + `diffusion_pytorch_model.safetensors`, also as a pipeline's `transformer/`).
     pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self, NextDitError> {
         let path = path.as_ref();
-        if path.is_dir() {
-            let dir = if path.join("transformer").join("config.json").exists() {
-                path.join("transformer")
-            } else {
-                path.to_path_buf()
-            };
-            let config = NextDitConfig::from_file(dir.join("config.json"))?;
-            let file = WeightFile::open(dir.join("diffusion_pytorch_model.safetensors"))?;
-            return Self::from_weights(&file, Some(config), device);
+        if let Some((config, weights)) = sakiko_weights::diffusers_component(path, "transformer") {
+            let config = NextDitConfig::from_file(config)?;
+            return Self::from_weights(&WeightFile::open(weights)?, Some(config), device);
         }
         Self::from_weights(&WeightFile::open(path)?, None, device)
     }

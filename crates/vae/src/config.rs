@@ -77,13 +77,7 @@ impl VaeConfig {
 
     /// Reads a diffusers `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, VaeError> {
-        let path = path.as_ref();
-        let error = |reason: String| VaeError::Config {
-            path: path.display().to_string(),
-            reason,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| error(e.to_string()))?;
+        let config: Self = sakiko_weights::read_config(path)?;
         config.validate()?;
         Ok(config)
     }
@@ -223,6 +217,9 @@ mod tests {
             matches!(sd.validate(), Err(VaeError::Unsupported(ref m)) if m.contains("post_quant_conv"))
         );
         let err = VaeConfig::from_file("/nonexistent/config.json").unwrap_err();
-        assert!(matches!(err, VaeError::Config { .. }));
+        assert!(matches!(
+            err,
+            VaeError::Weights(sakiko_weights::WeightError::Config { .. })
+        ));
     }
 }

@@ -8,14 +8,6 @@ pub enum VaeError {
     /// Reading the weights failed (missing or misshapen tensor, truncated file, …).
     #[error(transparent)]
     Weights(#[from] WeightError),
-    /// The `config.json` could not be read or parsed.
-    #[error("{path}: {reason}")]
-    Config {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        reason: String,
-    },
     /// The configuration is not a FLUX-style autoencoder this crate can build.
     #[error("unsupported VAE configuration: {0}")]
     Unsupported(String),

@@ -218,15 +218,9 @@ impl<B: Backend> Vae<B> {
     /// folder (`config.json` + `diffusion_pytorch_model.safetensors`, also as its `vae/` subfolder).
     pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self, VaeError> {
         let path = path.as_ref();
-        if path.is_dir() {
-            let dir = if path.join("vae").join("config.json").exists() {
-                path.join("vae")
-            } else {
-                path.to_path_buf()
-            };
-            let config = VaeConfig::from_file(dir.join("config.json"))?;
-            let file = WeightFile::open(dir.join("diffusion_pytorch_model.safetensors"))?;
-            return Self::from_weights(&file, Some(config), device);
+        if let Some((config, weights)) = sakiko_weights::diffusers_component(path, "vae") {
+            let config = VaeConfig::from_file(config)?;
+            return Self::from_weights(&WeightFile::open(weights)?, Some(config), device);
         }
         Self::from_weights(&WeightFile::open(path)?, None, device)
     }

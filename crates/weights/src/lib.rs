@@ -75,6 +75,14 @@ pub enum WeightError {
         /// Its stored type.
         dtype: Dtype,
     },
+    /// A `config.json` could not be read or parsed.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// None of the candidate prefixes leads to a tensor the model needs.
     #[error(
         "{path}: no tensor `{probe}` under any of the prefixes {prefixes:?}; is this the right file?"
@@ -87,6 +95,38 @@ pub enum WeightError {
         /// The prefixes tried.
         prefixes: Vec<String>,
     },
+}
+
+/// Reads a JSON configuration file (diffusers' `config.json`) into `T`.
+pub fn read_config<T: serde::de::DeserializeOwned>(
+    path: impl AsRef<Path>,
+) -> Result<T, WeightError> {
+    let path = path.as_ref();
+    let error = |reason: String| WeightError::Config {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+    serde_json::from_str(&text).map_err(|e| error(e.to_string()))
+}
+
+/// The files of one model component in a diffusers folder: `config.json` and
+/// `diffusion_pytorch_model.safetensors`, in `dir` itself or in its `subfolder` (as in a pipeline
+/// folder: `vae/`, `transformer/`). `None` when `dir` is not a directory.
+pub fn diffusers_component(dir: &Path, subfolder: &str) -> Option<(PathBuf, PathBuf)> {
+    if !dir.is_dir() {
+        return None;
+    }
+    let nested = dir.join(subfolder);
+    let root = if nested.join("config.json").exists() {
+        nested
+    } else {
+        dir.to_path_buf()
+    };
+    Some((
+        root.join("config.json"),
+        root.join("diffusion_pytorch_model.safetensors"),
+    ))
 }
 
 /// An open safetensors file: the parsed header, and the file for reading tensors on demand.
