@@ -37,6 +37,15 @@ pub struct NextDitConfig {
     pub axes_lens: Vec<usize>,
     /// Text feature width (2304 for Gemma-2-2B).
     pub cap_feat_dim: usize,
+    /// Epsilon of the per-head q/k RMSNorms. Not in diffusers' `config.json`: diffusers hard-codes
+    /// 1e-5 (the default); ComfyUI uses the f32 machine epsilon (`f32::EPSILON`, 1.19e-7). The
+    /// difference is far below bf16 precision, but matters for bit-level comparisons.
+    #[serde(default = "qk_norm_eps")]
+    pub qk_norm_eps: f64,
+}
+
+fn qk_norm_eps() -> f64 {
+    1e-5
 }
 
 impl NextDitConfig {
@@ -56,6 +65,7 @@ impl NextDitConfig {
             axes_dim_rope: vec![32, 32, 32],
             axes_lens: vec![300, 512, 512],
             cap_feat_dim: 2304,
+            qk_norm_eps: qk_norm_eps(),
         }
     }
 
@@ -114,6 +124,9 @@ impl NextDitConfig {
                 self.axes_dim_rope,
                 self.head_dim()
             ));
+        }
+        if !(self.qk_norm_eps > 0.0 && self.norm_eps > 0.0) {
+            return bad("norm epsilons must be positive".into());
         }
         if self.patch_size == 0 || self.multiple_of == 0 {
             return bad("patch size and multiple_of must be positive".into());

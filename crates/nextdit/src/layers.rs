@@ -214,17 +214,15 @@ impl<B: Backend> Attention<B> {
     pub(crate) fn load(
         l: &Loader<'_, B>,
         name: &str,
-        d: usize,
-        heads: usize,
-        kv_heads: usize,
+        c: &crate::NextDitConfig,
     ) -> Result<Self, NextDitError> {
+        let (d, heads, kv_heads) = (c.hidden_size, c.num_attention_heads, c.num_kv_heads);
         let hd = d / heads;
-        // diffusers hard-codes eps 1e-5 for the q/k norms.
         Ok(Self {
             qkv: l.qkv(name, d, heads * hd, kv_heads * hd)?,
             out: l.linear(&format!("{name}.out"), heads * hd, d, false)?,
-            q_norm: l.rms_norm(&format!("{name}.q_norm"), hd, 1e-5)?,
-            k_norm: l.rms_norm(&format!("{name}.k_norm"), hd, 1e-5)?,
+            q_norm: l.rms_norm(&format!("{name}.q_norm"), hd, c.qk_norm_eps)?,
+            k_norm: l.rms_norm(&format!("{name}.k_norm"), hd, c.qk_norm_eps)?,
             heads,
             kv_heads,
         })
@@ -306,13 +304,7 @@ impl<B: Backend> Block<B> {
     ) -> Result<Self, NextDitError> {
         let (d, f, eps) = (c.hidden_size, c.ffn_dim(), c.norm_eps);
         Ok(Self {
-            attention: Attention::load(
-                l,
-                &format!("{name}.attention"),
-                d,
-                c.num_attention_heads,
-                c.num_kv_heads,
-            )?,
+            attention: Attention::load(l, &format!("{name}.attention"), c)?,
             feed_forward: FeedForward {
                 w1: l.linear(&format!("{name}.feed_forward.w1"), d, f, false)?,
                 w2: l.linear(&format!("{name}.feed_forward.w2"), f, d, false)?,

@@ -208,3 +208,29 @@ fn bad_inputs_are_typed_errors() {
         );
     }
 }
+
+#[test]
+fn comfyui_qk_norm_epsilon_changes_little() {
+    let device = Default::default();
+    let io = WeightFile::open(fixture("gqa16_io.safetensors")).unwrap();
+    let mut config = NextDitConfig::from_file(fixture("gqa16_diffusers/config.json")).unwrap();
+    assert_eq!(config.qk_norm_eps, 1e-5);
+    config.qk_norm_eps = f64::from(f32::EPSILON);
+    let file = WeightFile::open(fixture(
+        "gqa16_diffusers/diffusion_pytorch_model.safetensors",
+    ))
+    .unwrap();
+    let model = NextDit::<Flex>::from_weights(&file, Some(config), &device).unwrap();
+    let t = io.read_f32("equal/t").unwrap().0;
+    let out = model
+        .forward(
+            tensor(&io, "equal/x", &device),
+            &t,
+            tensor(&io, "equal/cap", &device),
+            &cap_lens(&io, "equal"),
+        )
+        .unwrap();
+    let diff = max_diff(out, tensor(&io, "equal/out", &device));
+    // Different from diffusers' 1e-5, but only in the small digits.
+    assert!(diff > 0.0 && diff < 1e-3, "{diff}");
+}
