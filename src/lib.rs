@@ -5,8 +5,9 @@
 //!
 //! This crate is the facade: it re-exports the workspace crates, so `cargo add sakiko-lumina` is
 //! all a user needs. Today it ships the prompt format ([`prompt`]), ComfyUI-exact sampling
-//! ([`sampling`]), the NextDiT denoiser ([`nextdit`]), the FLUX autoencoder ([`vae`]) and the
-//! weight reader ([`weights`]); the text encoder and the pipeline follow as their crates land. Backends are cargo features: `flex` (CPU, default), `wgpu`, `cuda`.
+//! ([`sampling`]), the Gemma-2 text encoder model ([`gemma`]), the NextDiT denoiser
+//! ([`nextdit`]), the FLUX autoencoder ([`vae`]) and the weight reader ([`weights`]); the
+//! tokenizer and the pipeline follow. Backends are cargo features: `flex` (CPU, default), `wgpu`, `cuda`.
 //!
 //! ```
 //! use sakiko_lumina::prompt::{Rating, TagPrompt};
@@ -23,6 +24,7 @@
 //! ```
 
 pub use burn;
+pub use sakiko_gemma as gemma;
 pub use sakiko_nextdit as nextdit;
 pub use sakiko_prompt as prompt;
 pub use sakiko_sampling as sampling;

@@ -215,6 +215,11 @@ impl WeightFile {
         self.tensors.get(key).map(|i| i.shape.as_slice())
     }
 
+    /// The stored element type of `key`.
+    pub fn dtype(&self, key: &str) -> Option<Dtype> {
+        self.tensors.get(key).map(|i| i.dtype)
+    }
+
     /// The first of `prefixes` under which `probe` exists (`""` for none).
     pub fn detect_prefix<'p>(
         &self,

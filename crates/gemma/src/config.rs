@@ -1,0 +1,116 @@
+//! Gemma-2 hyperparameters (Hugging Face `config.json` names) and encoder options.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::GemmaError;
+
+/// The hyperparameters of a Gemma-2 model.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Gemma2Config {
+    /// Vocabulary size (256000).
+    pub vocab_size: usize,
+    /// Model width (2304).
+    pub hidden_size: usize,
+    /// MLP width (9216).
+    pub intermediate_size: usize,
+    /// Decoder layers (26).
+    pub num_hidden_layers: usize,
+    /// Query heads (8).
+    pub num_attention_heads: usize,
+    /// Key/value heads (4).
+    pub num_key_value_heads: usize,
+    /// Head dimension (256; the query width 2048 differs from the model width).
+    pub head_dim: usize,
+    /// RMSNorm epsilon (1e-6).
+    pub rms_norm_eps: f64,
+    /// RoPE base (10000).
+    #[serde(default = "rope_theta")]
+    pub rope_theta: f64,
+    /// The attention scale is `query_pre_attn_scalar^-½` (256 → 1/16).
+    pub query_pre_attn_scalar: f64,
+    /// Window of the sliding-attention layers (every even layer), 4096.
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Attention-logit softcap (50).
+    #[serde(default)]
+    pub attn_logit_softcapping: Option<f64>,
+}
+
+fn rope_theta() -> f64 {
+    10000.0
+}
+
+impl Gemma2Config {
+    /// google/gemma-2-2b, as in `gemma_2_2b_fp16.safetensors`.
+    pub fn gemma_2_2b() -> Self {
+        Self {
+            vocab_size: 256_000,
+            hidden_size: 2304,
+            intermediate_size: 9216,
+            num_hidden_layers: 26,
+            num_attention_heads: 8,
+            num_key_value_heads: 4,
+            head_dim: 256,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            query_pre_attn_scalar: 256.0,
+            sliding_window: Some(4096),
+            attn_logit_softcapping: Some(50.0),
+        }
+    }
+
+    /// Reads a Hugging Face `config.json`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, GemmaError> {
+        let config: Self = sakiko_weights::read_config(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks internal consistency.
+    pub fn validate(&self) -> Result<(), GemmaError> {
+        let bad = |why: String| Err(GemmaError::Unsupported(why));
+        if self.num_attention_heads == 0
+            || self.num_key_value_heads == 0
+            || !self
+                .num_attention_heads
+                .is_multiple_of(self.num_key_value_heads)
+        {
+            return bad(format!(
+                "{} query heads are not a multiple of {} KV heads",
+                self.num_attention_heads, self.num_key_value_heads
+            ));
+        }
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) || self.num_hidden_layers < 2 {
+            return bad(
+                "the head dimension must be even and there must be at least 2 layers".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// How the encoder runs.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EncoderOptions {
+    /// Apply the config's attention-logit softcapping (transformers does; ComfyUI does not).
+    pub softcap: bool,
+    /// Apply the config's sliding window on even layers (transformers does; ComfyUI does not).
+    pub sliding_window: bool,
+}
+
+impl EncoderOptions {
+    /// ComfyUI's behaviour, which the model card targets: neither softcapping nor sliding window.
+    pub fn comfyui() -> Self {
+        Self::default()
+    }
+
+    /// transformers' behaviour: both, as configured.
+    pub fn transformers() -> Self {
+        Self {
+            softcap: true,
+            sliding_window: true,
+        }
+    }
+}

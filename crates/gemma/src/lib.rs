@@ -1,0 +1,15 @@
+//! # sakiko-gemma
+//!
+//! The Gemma-2 text encoder that conditions Lumina 2, Neta-Lumina and Sakiko-Lumina, as Burn
+//! modules generic over the backend. The conditioning is the hidden state entering the last
+//! layer (`hidden_states[-2]`, without the final norm).
+//!
+//! Defaults follow ComfyUI (what the model card targets): no attention-logit softcapping and no
+//! sliding window. [`EncoderOptions::transformers`] turns both on, as transformers runs the model.
+//! The tokenizer is not in this crate yet.
+
+mod config;
+mod model;
+
+pub use config::{EncoderOptions, Gemma2Config};
+pub use model::{Gemma2, GemmaError, Hidden};

@@ -1,0 +1,421 @@
+//! The Gemma-2 decoder stack, used as an encoder.
+
+use std::path::Path;
+
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use sakiko_weights::{WeightError, WeightFile, Weights};
+
+use crate::{EncoderOptions, Gemma2Config};
+
+/// Prefixes under which checkpoints store the encoder: Hugging Face `Gemma2Model` (none),
+/// `Gemma2ForCausalLM` and ComfyUI's `gemma_2_2b_fp16.safetensors` (`model.`), all-in-one checkpoints.
+pub const PREFIXES: [&str; 4] = [
+    "",
+    "model.",
+    "text_encoders.gemma2_2b.transformer.model.",
+    "transformer.model.",
+];
+
+/// What can go wrong loading or running the encoder.
+#[derive(Debug, thiserror::Error)]
+pub enum GemmaError {
+    /// Reading the weights or the config failed.
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    /// A configuration this crate cannot build.
+    #[error("unsupported Gemma-2 configuration: {0}")]
+    Unsupported(String),
+    /// Inputs that do not fit the model.
+    #[error("invalid input: {0}")]
+    Input(String),
+}
+
+/// The embedding table, kept on the host in its stored precision (1.2 GB in fp16 for 2B, instead
+/// of 2.4 GB in f32); only the rows of the prompt's tokens are converted.
+#[derive(Debug)]
+struct Embedding {
+    bytes: Vec<u8>,
+    dtype: safetensors::Dtype,
+    dim: usize,
+}
+
+impl Embedding {
+    fn row(&self, id: usize, out: &mut Vec<f32>) {
+        let width = self.dtype.bitsize() / 8;
+        let row = &self.bytes[id * self.dim * width..(id + 1) * self.dim * width];
+        match self.dtype {
+            safetensors::Dtype::F16 => out.extend(
+                row.chunks_exact(2)
+                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
+            safetensors::Dtype::BF16 => out.extend(
+                row.chunks_exact(2)
+                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+            ),
+            _ => out.extend(
+                row.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            ),
+        }
+    }
+}
+
+/// Gemma's RMSNorm: `x · rsqrt(mean(x²) + eps) · (1 + w)`.
+#[derive(Debug)]
+struct Norm<B: Backend> {
+    one_plus_weight: Tensor<B, 1>,
+    eps: f64,
+}
+
+impl<B: Backend> Norm<B> {
+    fn load(
+        w: &Weights<'_>,
+        name: &str,
+        dim: usize,
+        eps: f64,
+        device: &B::Device,
+    ) -> Result<Self, GemmaError> {
+        let weight: Tensor<B, 1> = w.tensor(&format!("{name}.weight"), [dim], device)?;
+        Ok(Self {
+            one_plus_weight: weight.add_scalar(1.0),
+            eps,
+        })
+    }
+
+    fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let rms = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
+        (x / rms) * self.one_plus_weight.clone().unsqueeze()
+    }
+}
+
+fn linear<B: Backend>(
+    w: &Weights<'_>,
+    name: &str,
+    d_in: usize,
+    d_out: usize,
+    device: &B::Device,
+) -> Result<Linear<B>, GemmaError> {
+    let weight: Tensor<B, 2> = w.tensor(&format!("{name}.weight"), [d_out, d_in], device)?;
+    Ok(Linear {
+        weight: Param::from_tensor(weight.transpose()),
+        bias: None,
+    })
+}
+
+#[derive(Debug)]
+struct Layer<B: Backend> {
+    q_proj: Linear<B>,
+    k_proj: Linear<B>,
+    v_proj: Linear<B>,
+    o_proj: Linear<B>,
+    gate_proj: Linear<B>,
+    up_proj: Linear<B>,
+    down_proj: Linear<B>,
+    input_layernorm: Norm<B>,
+    post_attention_layernorm: Norm<B>,
+    pre_feedforward_layernorm: Norm<B>,
+    post_feedforward_layernorm: Norm<B>,
+}
+
+/// Every hidden state of a batch: `states[0]` the scaled embeddings, `states[j]` the output of
+/// layer `j − 1`, the last one after the final norm (as transformers' `output_hidden_states`).
+#[derive(Debug, Clone)]
+pub struct Hidden<B: Backend> {
+    /// `num_hidden_layers + 1` tensors `[B, L, hidden]` (L: the longest prompt; right-padded).
+    pub states: Vec<Tensor<B, 3>>,
+    /// The number of tokens of each prompt.
+    pub lengths: Vec<usize>,
+}
+
+impl<B: Backend> Hidden<B> {
+    /// The conditioning Lumina uses: the hidden state entering the last layer (`hidden_states[-2]`).
+    pub fn conditioning(&self) -> Tensor<B, 3> {
+        self.states[self.states.len() - 2].clone()
+    }
+}
+
+/// The Gemma-2 encoder.
+#[derive(Debug)]
+pub struct Gemma2<B: Backend> {
+    embed_tokens: Embedding,
+    layers: Vec<Layer<B>>,
+    norm: Norm<B>,
+    config: Gemma2Config,
+}
+
+impl<B: Backend> Gemma2<B> {
+    /// Loads from a safetensors file (HF names, optionally under one of [`PREFIXES`]); without a
+    /// config, the 2B preset is used after checking the shapes against it.
+    pub fn load(
+        path: impl AsRef<Path>,
+        config: Option<Gemma2Config>,
+        device: &B::Device,
+    ) -> Result<Self, GemmaError> {
+        Self::from_weights(&WeightFile::open(path)?, config, device)
+    }
+
+    /// Builds from an open weight file.
+    pub fn from_weights(
+        file: &WeightFile,
+        config: Option<Gemma2Config>,
+        device: &B::Device,
+    ) -> Result<Self, GemmaError> {
+        let c = config.unwrap_or_else(Gemma2Config::gemma_2_2b);
+        c.validate()?;
+        let prefix = file.detect_prefix("embed_tokens.weight", &PREFIXES)?;
+        let w = file.scope(prefix);
+        let (h, hd, i) = (c.hidden_size, c.head_dim, c.intermediate_size);
+        let key = w.key("embed_tokens.weight");
+        let found = file.shape(&key).map(<[usize]>::to_vec).unwrap_or_default();
+        if found != [c.vocab_size, h] {
+            return Err(WeightError::Shape {
+                path: file.path().to_path_buf(),
+                key,
+                expected: vec![c.vocab_size, h],
+                found,
+            }
+            .into());
+        }
+        let dtype = file.dtype(&key).unwrap_or(safetensors::Dtype::F32);
+        if !matches!(
+            dtype,
+            safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16
+        ) {
+            return Err(WeightError::Dtype {
+                path: file.path().to_path_buf(),
+                key,
+                dtype,
+            }
+            .into());
+        }
+        let embed_tokens = Embedding {
+            bytes: file.read_bytes(&key)?,
+            dtype,
+            dim: h,
+        };
+        let layers = (0..c.num_hidden_layers)
+            .map(|n| {
+                let l = w.scope(&format!("layers.{n}"));
+                let norm = |name: &str| Norm::load(&l, name, h, c.rms_norm_eps, device);
+                Ok(Layer {
+                    q_proj: linear(
+                        &l,
+                        "self_attn.q_proj",
+                        h,
+                        c.num_attention_heads * hd,
+                        device,
+                    )?,
+                    k_proj: linear(
+                        &l,
+                        "self_attn.k_proj",
+                        h,
+                        c.num_key_value_heads * hd,
+                        device,
+                    )?,
+                    v_proj: linear(
+                        &l,
+                        "self_attn.v_proj",
+                        h,
+                        c.num_key_value_heads * hd,
+                        device,
+                    )?,
+                    o_proj: linear(
+                        &l,
+                        "self_attn.o_proj",
+                        c.num_attention_heads * hd,
+                        h,
+                        device,
+                    )?,
+                    gate_proj: linear(&l, "mlp.gate_proj", h, i, device)?,
+                    up_proj: linear(&l, "mlp.up_proj", h, i, device)?,
+                    down_proj: linear(&l, "mlp.down_proj", i, h, device)?,
+                    input_layernorm: norm("input_layernorm")?,
+                    post_attention_layernorm: norm("post_attention_layernorm")?,
+                    pre_feedforward_layernorm: norm("pre_feedforward_layernorm")?,
+                    post_feedforward_layernorm: norm("post_feedforward_layernorm")?,
+                })
+            })
+            .collect::<Result<Vec<_>, GemmaError>>()?;
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm: Norm::load(&w, "norm", h, c.rms_norm_eps, device)?,
+            config: c,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Gemma2Config {
+        &self.config
+    }
+
+    /// Runs token-id sequences of any lengths (right-padded internally, masked) and returns every
+    /// hidden state.
+    pub fn forward(
+        &self,
+        ids: &[Vec<u32>],
+        options: EncoderOptions,
+        device: &B::Device,
+    ) -> Result<Hidden<B>, GemmaError> {
+        let c = &self.config;
+        let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let l = lengths.iter().copied().max().unwrap_or(0);
+        if ids.is_empty() || lengths.contains(&0) {
+            return Err(GemmaError::Input(
+                "every prompt needs at least one token (BOS)".into(),
+            ));
+        }
+        if let Some(&bad) = ids
+            .iter()
+            .flatten()
+            .find(|&&id| id as usize >= c.vocab_size)
+        {
+            return Err(GemmaError::Input(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                c.vocab_size
+            )));
+        }
+        let (b, h) = (ids.len(), c.hidden_size);
+        let mut values = Vec::with_capacity(b * l * h);
+        for seq in ids {
+            for pos in 0..l {
+                // Padding uses <pad> (id 0), as transformers' right padding does.
+                self.embed_tokens
+                    .row(seq.get(pos).map_or(0, |&id| id as usize), &mut values);
+            }
+        }
+        let x: Tensor<B, 3> = Tensor::from_data(TensorData::new(values, [b, l, h]), device);
+        let mut x = x.mul_scalar((h as f32).sqrt());
+        let (cos, sin) = rope_tables::<B>(c, l, device);
+        let full_mask = mask::<B>(&lengths, l, None, c.num_attention_heads, device);
+        let sliding_mask = match (options.sliding_window, c.sliding_window) {
+            (true, Some(window)) if window < l => {
+                mask::<B>(&lengths, l, Some(window), c.num_attention_heads, device)
+            }
+            _ => full_mask.clone(),
+        };
+        let softcap = if options.softcap {
+            c.attn_logit_softcapping
+        } else {
+            None
+        };
+        let mut states = vec![x.clone()];
+        for (n, layer) in self.layers.iter().enumerate() {
+            // Even layers are the sliding-window ones.
+            let m = if n % 2 == 0 {
+                &sliding_mask
+            } else {
+                &full_mask
+            };
+            x = self.layer(layer, x, &cos, &sin, m.clone(), softcap);
+            states.push(x.clone());
+        }
+        if let Some(last) = states.last_mut() {
+            *last = self.norm.forward(last.clone());
+        }
+        Ok(Hidden { states, lengths })
+    }
+
+    fn layer(
+        &self,
+        layer: &Layer<B>,
+        x: Tensor<B, 3>,
+        cos: &Tensor<B, 4>,
+        sin: &Tensor<B, 4>,
+        mask: Tensor<B, 4, Bool>,
+        softcap: Option<f64>,
+    ) -> Tensor<B, 3> {
+        let c = &self.config;
+        let [b, l, _] = x.dims();
+        let (heads, kv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let u = layer.input_layernorm.forward(x.clone());
+        let rotate = |t: Tensor<B, 4>| -> Tensor<B, 4> {
+            let first = t.clone().narrow(3, 0, hd / 2);
+            let second = t.clone().narrow(3, hd / 2, hd / 2);
+            t * cos.clone() + Tensor::cat(vec![second.neg(), first], 3) * sin.clone()
+        };
+        let split = |t: Tensor<B, 3>, n: usize| -> Tensor<B, 4> {
+            t.reshape([b, l, n, hd]).swap_dims(1, 2)
+        };
+        let q = rotate(split(layer.q_proj.forward(u.clone()), heads));
+        let repeat = |t: Tensor<B, 4>| -> Tensor<B, 4> {
+            if heads == kv {
+                return t;
+            }
+            let t: Tensor<B, 5> = t.unsqueeze_dim(2);
+            t.repeat_dim(2, heads / kv).reshape([b, heads, l, hd])
+        };
+        let k = repeat(rotate(split(layer.k_proj.forward(u.clone()), kv)));
+        let v = repeat(split(layer.v_proj.forward(u), kv));
+        let options = AttentionModuleOptions {
+            scale: Some(c.query_pre_attn_scalar.powf(-0.5)),
+            softcap,
+            is_causal: false,
+        };
+        let a = attention(q, k, v, Some(mask), None, options)
+            .swap_dims(1, 2)
+            .reshape([b, l, heads * hd]);
+        let x = x + layer
+            .post_attention_layernorm
+            .forward(layer.o_proj.forward(a));
+        let u = layer.pre_feedforward_layernorm.forward(x.clone());
+        let f = layer
+            .down_proj
+            .forward(gelu_tanh(layer.gate_proj.forward(u.clone())) * layer.up_proj.forward(u));
+        x + layer.post_feedforward_layernorm.forward(f)
+    }
+}
+
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (`gelu_pytorch_tanh`).
+fn gelu_tanh<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715))
+        .mul_scalar((2.0 / std::f32::consts::PI).sqrt());
+    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
+}
+
+/// Rotate-half RoPE tables `[1, 1, L, head_dim]` for positions 0..L, in f32 as transformers.
+fn rope_tables<B: Backend>(
+    c: &Gemma2Config,
+    l: usize,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let hd = c.head_dim;
+    let inv: Vec<f32> = (0..hd / 2)
+        .map(|k| 1.0 / (c.rope_theta as f32).powf((2 * k) as f32 / hd as f32))
+        .collect();
+    let (mut cos, mut sin) = (Vec::with_capacity(l * hd), Vec::with_capacity(l * hd));
+    for pos in 0..l {
+        for _ in 0..2 {
+            cos.extend(inv.iter().map(|f| (pos as f32 * f).cos()));
+            sin.extend(inv.iter().map(|f| (pos as f32 * f).sin()));
+        }
+    }
+    let t = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, l, hd]), device);
+    (t(cos), t(sin))
+}
+
+/// Causal mask with padding (and optionally a sliding window): `[B, H, L, L]`, true = ignore.
+fn mask<B: Backend>(
+    lengths: &[usize],
+    l: usize,
+    window: Option<usize>,
+    heads: usize,
+    device: &B::Device,
+) -> Tensor<B, 4, Bool> {
+    let mut values = Vec::with_capacity(lengths.len() * l * l);
+    for &len in lengths {
+        for q in 0..l {
+            for kv in 0..l {
+                let allowed = kv <= q && kv < len && window.is_none_or(|w| kv + w > q);
+                values.push(!allowed);
+            }
+        }
+    }
+    let m: Tensor<B, 4, Bool> =
+        Tensor::from_data(TensorData::new(values, [lengths.len(), 1, l, l]), device);
+    m.expand([lengths.len(), heads, l, l])
+}

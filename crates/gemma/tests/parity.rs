@@ -1,0 +1,148 @@
+//! Gemma-2 against transformers (`tools/reference/gemma.py`, eager attention): every hidden state,
+//! for an unpadded prompt and a right-padded batch, with softcapping and sliding window on and off,
+//! from the Hugging Face (f32) and ComfyUI (`model.`, fp16) layouts.
+
+use burn::backend::Flex;
+use burn::tensor::{ElementConversion, Tensor, TensorData, backend::Backend};
+use sakiko_gemma::{EncoderOptions, Gemma2, Gemma2Config, GemmaError};
+use sakiko_weights::WeightFile;
+
+const TOL: f32 = 5e-5;
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn ids(io: &WeightFile) -> Vec<Vec<u32>> {
+    let raw: Vec<i64> = io
+        .read_bytes("ids")
+        .unwrap()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let mask: Vec<i64> = io
+        .read_bytes("mask")
+        .unwrap()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    raw.chunks(10)
+        .zip(mask.chunks(10))
+        .map(|(r, m)| {
+            r.iter()
+                .zip(m)
+                .filter(|(_, m)| **m == 1)
+                .map(|(id, _)| *id as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn variant(name: &str) -> (Gemma2Config, EncoderOptions) {
+    let mut c = Gemma2Config::from_file(fixture("config.json")).unwrap();
+    let (softcap, sliding) = match name {
+        "plain" => (false, false),
+        "softcap" => (true, false),
+        "sliding" => (false, true),
+        _ => (true, true),
+    };
+    if softcap {
+        c.attn_logit_softcapping = Some(2.0);
+    }
+    if sliding {
+        c.sliding_window = Some(4);
+    }
+    (
+        c,
+        EncoderOptions {
+            softcap,
+            sliding_window: sliding,
+        },
+    )
+}
+
+fn parity<B: Backend>(backend: &str, device: &B::Device) -> f32 {
+    let io = WeightFile::open(fixture("io.safetensors")).unwrap();
+    let prompts = ids(&io);
+    assert_eq!(prompts[0].len(), 10);
+    assert_eq!(prompts[1].len(), 6);
+    let mut worst = 0.0f32;
+    for name in ["plain", "softcap", "sliding", "both"] {
+        let (config, options) = variant(name);
+        for file in ["model.safetensors", "comfyui_fp16.safetensors"] {
+            let model = Gemma2::<B>::load(fixture(file), Some(config.clone()), device).unwrap();
+            for (case, batch) in [("single", &prompts[..1]), ("batch", &prompts[..])] {
+                let hidden = model.forward(batch, options, device).unwrap();
+                assert_eq!(hidden.states.len(), 4);
+                let mut case_worst = 0.0f32;
+                for (j, state) in hidden.states.iter().enumerate() {
+                    let (values, shape) = io.read_f32(&format!("{name}/{case}/hidden{j}")).unwrap();
+                    let shape: [usize; 3] = shape.try_into().unwrap();
+                    let want = Tensor::<B, 3>::from_data(TensorData::new(values, shape), device);
+                    // Only real tokens count: at padding, a sliding window can mask a whole row,
+                    // which transformers turns into a uniform softmax and Burn into zeros.
+                    for (i, &len) in hidden.lengths.iter().enumerate() {
+                        let got = state.clone().narrow(0, i, 1).narrow(1, 0, len);
+                        let exp = want.clone().narrow(0, i, 1).narrow(1, 0, len);
+                        let d: f32 = (got - exp).abs().max().into_scalar().elem();
+                        case_worst = case_worst.max(d);
+                    }
+                }
+                println!(
+                    "{backend} {name} {file} {case}: max |diff| over all hidden states {case_worst:e}"
+                );
+                worst = worst.max(case_worst);
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn matches_transformers_on_flex() {
+    let worst = parity::<Flex>("flex", &Default::default());
+    assert!(worst < TOL, "{worst}");
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn matches_transformers_on_wgpu() {
+    let worst = parity::<burn::backend::Wgpu>("wgpu", &Default::default());
+    assert!(worst < TOL, "{worst}");
+}
+
+#[test]
+fn conditioning_is_the_state_entering_the_last_layer() {
+    let device = Default::default();
+    let io = WeightFile::open(fixture("io.safetensors")).unwrap();
+    let (config, options) = variant("plain");
+    let model = Gemma2::<Flex>::load(fixture("model.safetensors"), Some(config), &device).unwrap();
+    let hidden = model.forward(&ids(&io)[..1], options, &device).unwrap();
+    let cond = hidden.conditioning();
+    let (values, _) = io.read_f32("plain/single/hidden2").unwrap();
+    let want = Tensor::<Flex, 3>::from_data(TensorData::new(values, [1, 10, 16]), &device);
+    let d: f32 = (cond - want).abs().max().into_scalar();
+    assert!(d < TOL);
+}
+
+#[test]
+fn bad_inputs_and_files_are_typed_errors() {
+    let device = Default::default();
+    let (config, options) = variant("plain");
+    let model =
+        Gemma2::<Flex>::load(fixture("model.safetensors"), Some(config.clone()), &device).unwrap();
+    assert!(matches!(
+        model.forward(&[vec![2, 300]], options, &device),
+        Err(GemmaError::Input(_))
+    ));
+    assert!(matches!(
+        model.forward(&[vec![]], options, &device),
+        Err(GemmaError::Input(_))
+    ));
+    // Without a config the 2B preset is assumed; the tiny file's shapes say otherwise, by key.
+    let err = Gemma2::<Flex>::load(fixture("model.safetensors"), None, &device).unwrap_err();
+    assert!(
+        err.to_string().contains("embed_tokens.weight") && err.to_string().contains("[300, 16]"),
+        "{err}"
+    );
+}
