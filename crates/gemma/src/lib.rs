@@ -12,4 +12,4 @@ mod config;
 mod model;
 
 pub use config::{EncoderOptions, Gemma2Config};
-pub use model::{Gemma2, GemmaError, Hidden};
+pub use model::{Gemma2, GemmaError, Hidden, PREFIXES};
