@@ -5,9 +5,9 @@
 //!
 //! This crate is the facade: it re-exports the workspace crates, so `cargo add sakiko-lumina` is
 //! all a user needs. Today it ships the prompt format ([`prompt`]), ComfyUI-exact sampling
-//! ([`sampling`]), the Gemma-2 text encoder model ([`gemma`]), the NextDiT denoiser
+//! ([`sampling`]), the Gemma-2 text encoder and tokenizer ([`gemma`]), the NextDiT denoiser
 //! ([`nextdit`]), the FLUX autoencoder ([`vae`]) and the weight reader ([`weights`]); the
-//! tokenizer and the pipeline follow. Backends are cargo features: `flex` (CPU, default), `wgpu`, `cuda`.
+//! pipeline follows. Backends are cargo features: `flex` (CPU, default), `wgpu`, `cuda`.
 //!
 //! ```
 //! use sakiko_lumina::prompt::{Rating, TagPrompt};

@@ -6,10 +6,12 @@
 //!
 //! Defaults follow ComfyUI (what the model card targets): no attention-logit softcapping and no
 //! sliding window. [`EncoderOptions::transformers`] turns both on, as transformers runs the model.
-//! The tokenizer is not in this crate yet.
+//! [`GemmaTokenizer`] reads `tokenizer.json` or the SentencePiece model (file or embedded tensor).
 
 mod config;
 mod model;
+mod tokenizer;
 
 pub use config::{EncoderOptions, Gemma2Config};
 pub use model::{Gemma2, GemmaError, Hidden, PREFIXES};
+pub use tokenizer::{BOS, GemmaTokenizer};

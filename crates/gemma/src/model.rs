@@ -32,6 +32,9 @@ pub enum GemmaError {
     /// Inputs that do not fit the model.
     #[error("invalid input: {0}")]
     Input(String),
+    /// The tokenizer could not be built or failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
 }
 
 /// The embedding table, kept on the host in its stored precision (1.2 GB in fp16 for 2B, instead
