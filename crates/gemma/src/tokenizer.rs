@@ -334,6 +334,26 @@ impl GemmaTokenizer {
         Ok(ids)
     }
 
+    /// transformers' convention for diffusers-style pipelines: BOS + ids cut to `max_length`
+    /// tokens (BOS included). Returns the ids and how many tokens were cut, so that the caller
+    /// can warn; nothing is ever cut silently. Padding is the encoder's job (batches of
+    /// different lengths are masked there).
+    pub fn encode_truncated(
+        &self,
+        text: &str,
+        max_length: usize,
+    ) -> Result<(Vec<u32>, usize), GemmaError> {
+        if max_length == 0 {
+            return Err(GemmaError::Input(
+                "max_length must be at least 1 (BOS)".into(),
+            ));
+        }
+        let mut ids = self.encode(text)?;
+        let cut = ids.len().saturating_sub(max_length);
+        ids.truncate(max_length);
+        Ok((ids, cut))
+    }
+
     /// The underlying `tokenizers::Tokenizer`.
     pub fn inner(&self) -> &Tokenizer {
         &self.inner

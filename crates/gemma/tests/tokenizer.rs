@@ -104,3 +104,20 @@ fn tokenizer_json_round_trip() {
         Err(GemmaError::Tokenizer(_))
     ));
 }
+
+#[test]
+fn truncation_is_explicit_and_reported() {
+    let bytes = std::fs::read(fixture("tiny_bpe.model")).unwrap();
+    let t = GemmaTokenizer::from_sentencepiece(&bytes).unwrap();
+    let text = "blue hair, ".repeat(100);
+    let full = t.encode(&text).unwrap();
+    let (ids, cut) = t.encode_truncated(&text, 256).unwrap();
+    assert_eq!(ids, full[..256]);
+    assert_eq!(cut, full.len() - 256);
+    let (short, none) = t.encode_truncated("sky", 256).unwrap();
+    assert_eq!((short, none), (t.encode("sky").unwrap(), 0));
+    assert!(matches!(
+        t.encode_truncated("sky", 0),
+        Err(GemmaError::Input(_))
+    ));
+}
