@@ -151,14 +151,29 @@ pub struct Gemma2<B: Backend> {
 }
 
 impl<B: Backend> Gemma2<B> {
-    /// Loads from a safetensors file (HF names, optionally under one of [`PREFIXES`]); without a
-    /// config, the 2B preset is used after checking the shapes against it.
+    /// Loads from a safetensors file (HF names, optionally under one of [`PREFIXES`]; without a
+    /// config the 2B preset is used, after checking the shapes against it), or from a Hugging Face
+    /// folder (`config.json` with `model.safetensors` or a sharded `model.safetensors.index.json`).
     pub fn load(
         path: impl AsRef<Path>,
         config: Option<Gemma2Config>,
         device: &B::Device,
     ) -> Result<Self, GemmaError> {
-        Self::from_weights(&WeightFile::open(path)?, config, device)
+        let path = path.as_ref();
+        if !path.is_dir() {
+            return Self::from_weights(&WeightFile::open(path)?, config, device);
+        }
+        let config = match config {
+            Some(c) => c,
+            None => Gemma2Config::from_file(path.join("config.json"))?,
+        };
+        let index = path.join("model.safetensors.index.json");
+        let file = if index.exists() {
+            WeightFile::open_index(index)?
+        } else {
+            WeightFile::open(path.join("model.safetensors"))?
+        };
+        Self::from_weights(&file, Some(config), device)
     }
 
     /// Builds from an open weight file.

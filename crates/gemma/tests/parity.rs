@@ -146,3 +146,74 @@ fn bad_inputs_and_files_are_typed_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn hugging_face_folders_single_and_sharded() {
+    let device = Default::default();
+    let io = WeightFile::open(fixture("io.safetensors")).unwrap();
+    let prompts = ids(&io);
+    let want = Gemma2::<Flex>::load(
+        fixture("model.safetensors"),
+        Some(variant("plain").0),
+        &device,
+    )
+    .unwrap()
+    .forward(&prompts, EncoderOptions::comfyui(), &device)
+    .unwrap()
+    .conditioning();
+    // A folder with config.json + model.safetensors, and the same weights in two shards.
+    let dir = std::env::temp_dir().join(format!("sakiko-gemma-hf-{}", std::process::id()));
+    let sharded = dir.join("sharded");
+    std::fs::create_dir_all(&sharded).unwrap();
+    std::fs::copy(fixture("config.json"), dir.join("config.json")).unwrap();
+    std::fs::copy(fixture("config.json"), sharded.join("config.json")).unwrap();
+    std::fs::copy(fixture("model.safetensors"), dir.join("model.safetensors")).unwrap();
+    let src = WeightFile::open(fixture("model.safetensors")).unwrap();
+    let mut keys: Vec<String> = src.keys().map(str::to_owned).collect();
+    keys.sort();
+    let (first, second) = keys.split_at(keys.len() / 2);
+    let mut map = serde_json::Map::new();
+    for (i, part) in [first, second].into_iter().enumerate() {
+        let name = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let data: Vec<(String, Vec<u8>, Vec<usize>)> = part
+            .iter()
+            .map(|k| {
+                (
+                    k.clone(),
+                    src.read_bytes(k).unwrap(),
+                    src.shape(k).unwrap().to_vec(),
+                )
+            })
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+            .iter()
+            .map(|(k, b, s)| {
+                (
+                    k.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                        .unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &sharded.join(&name)).unwrap();
+        for k in part {
+            map.insert(k.clone(), serde_json::Value::String(name.clone()));
+        }
+    }
+    let index = serde_json::json!({ "metadata": {}, "weight_map": map });
+    std::fs::write(
+        sharded.join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    for folder in [&dir, &sharded] {
+        let got = Gemma2::<Flex>::load(folder, None, &device)
+            .unwrap()
+            .forward(&prompts, EncoderOptions::comfyui(), &device)
+            .unwrap()
+            .conditioning();
+        let d: f32 = (got - want.clone()).abs().max().into_scalar();
+        assert_eq!(d, 0.0, "{}", folder.display());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

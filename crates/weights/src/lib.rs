@@ -129,19 +129,18 @@ pub fn diffusers_component(dir: &Path, subfolder: &str) -> Option<(PathBuf, Path
     ))
 }
 
-/// An open safetensors file: the parsed header, and the file for reading tensors on demand.
+/// One safetensors file of a (possibly sharded) checkpoint.
 #[derive(Debug)]
-pub struct WeightFile {
+struct Shard {
     path: PathBuf,
     file: Mutex<File>,
-    tensors: HashMap<String, TensorInfo>,
     data_start: u64,
 }
 
-impl WeightFile {
+impl Shard {
     /// Opens `path` and validates its header against the file size.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightError> {
-        let path = path.as_ref().to_path_buf();
+    fn open(path: &Path) -> Result<(Self, HashMap<String, TensorInfo>), WeightError> {
+        let path = path.to_path_buf();
         let io = |source| WeightError::Io {
             path: path.clone(),
             source,
@@ -187,11 +186,67 @@ impl WeightFile {
             }
             tensors.insert(name, info.clone());
         }
-        Ok(Self {
-            path,
-            file: Mutex::new(file),
+        Ok((
+            Self {
+                path,
+                file: Mutex::new(file),
+                data_start,
+            },
             tensors,
-            data_start,
+        ))
+    }
+}
+
+/// An open checkpoint: one safetensors file, or the shards of a `*.safetensors.index.json`; the
+/// headers are parsed, tensors are read on demand.
+#[derive(Debug)]
+pub struct WeightFile {
+    path: PathBuf,
+    shards: Vec<Shard>,
+    tensors: HashMap<String, (usize, TensorInfo)>,
+}
+
+impl WeightFile {
+    /// Opens one safetensors file and validates its header against the file size.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightError> {
+        let (shard, tensors) = Shard::open(path.as_ref())?;
+        Ok(Self {
+            path: path.as_ref().to_path_buf(),
+            shards: vec![shard],
+            tensors: tensors.into_iter().map(|(k, v)| (k, (0, v))).collect(),
+        })
+    }
+
+    /// Opens a sharded checkpoint from its index (`model.safetensors.index.json`, whose
+    /// `weight_map` names the shard of every tensor; shards are found next to the index).
+    pub fn open_index(index: impl AsRef<Path>) -> Result<Self, WeightError> {
+        let index = index.as_ref();
+        #[derive(serde::Deserialize)]
+        struct Index {
+            weight_map: HashMap<String, String>,
+        }
+        let map: Index = read_config(index)?;
+        let dir = index.parent().unwrap_or(Path::new("."));
+        let mut names: Vec<&String> = map.weight_map.values().collect();
+        names.sort();
+        names.dedup();
+        let mut shards = Vec::new();
+        let mut tensors = HashMap::new();
+        for name in names {
+            let (shard, found) = Shard::open(&dir.join(name))?;
+            tensors.extend(found.into_iter().map(|(k, v)| (k, (shards.len(), v))));
+            shards.push(shard);
+        }
+        if let Some(key) = map.weight_map.keys().find(|k| !tensors.contains_key(*k)) {
+            return Err(WeightError::Corrupt {
+                path: index.to_path_buf(),
+                reason: format!("the index lists `{key}`, which its shard does not contain"),
+            });
+        }
+        Ok(Self {
+            path: index.to_path_buf(),
+            shards,
+            tensors,
         })
     }
 
@@ -212,12 +267,12 @@ impl WeightFile {
 
     /// The stored shape of `key`.
     pub fn shape(&self, key: &str) -> Option<&[usize]> {
-        self.tensors.get(key).map(|i| i.shape.as_slice())
+        self.tensors.get(key).map(|(_, i)| i.shape.as_slice())
     }
 
     /// The stored element type of `key`.
     pub fn dtype(&self, key: &str) -> Option<Dtype> {
-        self.tensors.get(key).map(|i| i.dtype)
+        self.tensors.get(key).map(|(_, i)| i.dtype)
     }
 
     /// The first of `prefixes` under which `probe` exists (`""` for none).
@@ -254,16 +309,17 @@ impl WeightFile {
 
     /// The raw bytes of `key`, as stored.
     pub fn read_bytes(&self, key: &str) -> Result<Vec<u8>, WeightError> {
-        let info = self.tensors.get(key).ok_or_else(|| self.missing(key))?;
+        let (shard, info) = self.tensors.get(key).ok_or_else(|| self.missing(key))?;
+        let shard = &self.shards[*shard];
         let (start, end) = info.data_offsets;
         let mut bytes = vec![0u8; end - start];
         let io = |source| WeightError::Io {
-            path: self.path.clone(),
+            path: shard.path.clone(),
             source,
         };
         // A poisoned lock only means another reader panicked; the file handle is still fine.
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.seek(SeekFrom::Start(self.data_start + start as u64))
+        let mut file = shard.file.lock().unwrap_or_else(|e| e.into_inner());
+        file.seek(SeekFrom::Start(shard.data_start + start as u64))
             .map_err(io)?;
         file.read_exact(&mut bytes).map_err(io)?;
         Ok(bytes)
@@ -271,7 +327,7 @@ impl WeightFile {
 
     /// The values of `key` converted to f32, with its shape.
     pub fn read_f32(&self, key: &str) -> Result<(Vec<f32>, Vec<usize>), WeightError> {
-        let info = self.tensors.get(key).ok_or_else(|| self.missing(key))?;
+        let (_, info) = self.tensors.get(key).ok_or_else(|| self.missing(key))?;
         let bytes = self.read_bytes(key)?;
         let values = match info.dtype {
             Dtype::F32 => bytes
@@ -477,6 +533,42 @@ mod tests {
         assert!(matches!(
             file.detect_prefix("q", &["", "vae."]),
             Err(WeightError::NoPrefix { .. })
+        ));
+    }
+
+    #[test]
+    fn sharded_checkpoints_read_through_their_index() {
+        let d = dir().join("sharded");
+        std::fs::create_dir_all(&d).unwrap();
+        let a: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let b: Vec<u8> = [3.0f32].iter().flat_map(|v| v.to_le_bytes()).collect();
+        write(
+            &d,
+            "model-00001-of-00002.safetensors",
+            &[("x.a", Dtype::F32, vec![2], a)],
+        );
+        write(
+            &d,
+            "model-00002-of-00002.safetensors",
+            &[("x.b", Dtype::F32, vec![1], b)],
+        );
+        let index = d.join("model.safetensors.index.json");
+        std::fs::write(
+            &index,
+            r#"{"metadata": {}, "weight_map": {"x.a": "model-00001-of-00002.safetensors", "x.b": "model-00002-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        let file = WeightFile::open_index(&index).unwrap();
+        assert_eq!(file.read_f32("x.a").unwrap().0, [1.0, 2.0]);
+        assert_eq!(file.read_f32("x.b").unwrap().0, [3.0]);
+        std::fs::write(
+            &index,
+            r#"{"weight_map": {"x.c": "model-00002-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            WeightFile::open_index(&index),
+            Err(WeightError::Corrupt { .. })
         ));
     }
 
