@@ -10,7 +10,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::backend::Flex;
-use safetensors::{Dtype, tensor::TensorView};
 use sakiko_nextdit::{NextDit, NextDitConfig};
 use sakiko_weights::WeightFile;
 
@@ -80,37 +79,6 @@ fn shapes(c: &NextDitConfig) -> Vec<(String, Vec<usize>)> {
     v
 }
 
-fn write_synthetic(path: &Path, c: &NextDitConfig) -> Result<(), Box<dyn std::error::Error>> {
-    let tensors = shapes(c);
-    let mut seed = 1u32;
-    let data: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, shape)| {
-            let n: usize = shape.iter().product();
-            (0..n)
-                .flat_map(|_| {
-                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    half::bf16::from_f32(((seed >> 9) as f32 / (1 << 23) as f32 - 0.5) * 0.04)
-                        .to_le_bytes()
-                })
-                .collect()
-        })
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .zip(&data)
-        .map(|((name, shape), bytes)| {
-            Ok((
-                format!("model.diffusion_model.{name}"),
-                TensorView::new(Dtype::BF16, shape.clone(), bytes)?,
-            ))
-        })
-        .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
-    safetensors::serialize_to_file(views, None, path)?;
-    Ok(())
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -119,7 +87,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let preset = NextDitConfig::lumina2_2b();
     if !path.exists() {
         let start = Instant::now();
-        write_synthetic(path, &preset)?;
+        let tensors: Vec<(String, Vec<usize>)> = shapes(&preset)
+            .into_iter()
+            .map(|(n, s)| (format!("model.diffusion_model.{n}"), s))
+            .collect();
+        sakiko_weights::write_synthetic(path, &tensors, safetensors::Dtype::BF16)?;
         println!(
             "wrote {} in {:.1} s",
             path.display(),

@@ -197,6 +197,64 @@ impl Shard {
     }
 }
 
+/// Writes a safetensors file of random half-precision values (`F16` or `BF16`) with the given
+/// names and shapes, streaming tensor by tensor: synthetic checkpoints with real shapes, for
+/// measuring loading time and memory without the real weights. Values are small (|v| ≤ 0.02).
+pub fn write_synthetic(
+    path: impl AsRef<Path>,
+    tensors: &[(String, Vec<usize>)],
+    dtype: Dtype,
+) -> Result<(), WeightError> {
+    use std::io::{BufWriter, Write};
+    let path = path.as_ref();
+    let io = |source| WeightError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !matches!(dtype, Dtype::F16 | Dtype::BF16) {
+        return Err(WeightError::Dtype {
+            path: path.to_path_buf(),
+            key: String::new(),
+            dtype,
+        });
+    }
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for (name, shape) in tensors {
+        let bytes = shape.iter().product::<usize>() * 2;
+        header.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": format!("{dtype:?}"), "shape": shape, "data_offsets": [offset, offset + bytes] }),
+        );
+        offset += bytes;
+    }
+    let mut json = serde_json::Value::Object(header).to_string().into_bytes();
+    // Pad the header so the data is 8-byte aligned, as safetensors writers do.
+    while !json.len().is_multiple_of(8) {
+        json.push(b' ');
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut out = BufWriter::new(File::create(path).map_err(io)?);
+    out.write_all(&(json.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    out.write_all(&json).map_err(io)?;
+    let mut state = 1u32;
+    for (_, shape) in tensors {
+        for _ in 0..shape.iter().product::<usize>() {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let v = ((state >> 9) as f32 / (1 << 23) as f32 - 0.5) * 0.04;
+            let bits = match dtype {
+                Dtype::F16 => half::f16::from_f32(v).to_le_bytes(),
+                _ => half::bf16::from_f32(v).to_le_bytes(),
+            };
+            out.write_all(&bits).map_err(io)?;
+        }
+    }
+    out.flush().map_err(io)
+}
+
 /// An open checkpoint: one safetensors file, or the shards of a `*.safetensors.index.json`; the
 /// headers are parsed, tensors are read on demand.
 #[derive(Debug)]
@@ -533,6 +591,22 @@ mod tests {
         assert!(matches!(
             file.detect_prefix("q", &["", "vae."]),
             Err(WeightError::NoPrefix { .. })
+        ));
+    }
+
+    #[test]
+    fn synthetic_files_are_valid() {
+        let path = dir().join("synthetic.safetensors");
+        let tensors = vec![("a".to_owned(), vec![3, 5]), ("b.c".to_owned(), vec![7])];
+        write_synthetic(&path, &tensors, Dtype::BF16).unwrap();
+        let file = WeightFile::open(&path).unwrap();
+        assert_eq!(file.dtype("a"), Some(Dtype::BF16));
+        let (values, shape) = file.read_f32("b.c").unwrap();
+        assert_eq!(shape, [7]);
+        assert!(values.iter().all(|v| v.abs() <= 0.02) && values.iter().any(|&v| v != 0.0));
+        assert!(matches!(
+            write_synthetic(&path, &tensors, Dtype::F32),
+            Err(WeightError::Dtype { .. })
         ));
     }
 

@@ -1,0 +1,93 @@
+//! Loads a synthetic text encoder with the real Gemma-2-2B shapes, in the ComfyUI layout
+//! (`model.` prefix, fp16, like `gemma_2_2b_fp16.safetensors`; random values, written to
+//! `target/gemma-2b/` on first run, about 5.2 GB, not committed), with the 2B preset checked
+//! against the shapes, and reports time and peak memory.
+//!
+//! ```sh
+//! cargo run --release -p sakiko-gemma --example load_real_size
+//! ```
+
+use std::path::Path;
+use std::time::Instant;
+
+use burn::backend::Flex;
+use sakiko_gemma::{Gemma2, Gemma2Config};
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
+fn peak_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+fn shapes(c: &Gemma2Config) -> Vec<(String, Vec<usize>)> {
+    let (h, i, hd) = (c.hidden_size, c.intermediate_size, c.head_dim);
+    let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+    let mut v = vec![
+        (
+            "model.embed_tokens.weight".to_owned(),
+            vec![c.vocab_size, h],
+        ),
+        ("model.norm.weight".to_owned(), vec![h]),
+    ];
+    for n in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{n}");
+        v.push((format!("{p}.self_attn.q_proj.weight"), vec![q, h]));
+        v.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
+        v.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
+        v.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
+        v.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
+        v.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
+        v.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
+        for norm in [
+            "input_layernorm",
+            "post_attention_layernorm",
+            "pre_feedforward_layernorm",
+            "post_feedforward_layernorm",
+        ] {
+            v.push((format!("{p}.{norm}.weight"), vec![h]));
+        }
+    }
+    v
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../target/gemma-2b/gemma_2_2b_fp16_synthetic.safetensors"
+    ));
+    if !path.exists() {
+        let start = Instant::now();
+        sakiko_weights::write_synthetic(
+            path,
+            &shapes(&Gemma2Config::gemma_2_2b()),
+            safetensors::Dtype::F16,
+        )?;
+        println!(
+            "wrote {} in {:.1} s",
+            path.display(),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    let before = peak_mib();
+    let start = Instant::now();
+    let model = Gemma2::<Flex>::load(path, None, &Default::default())?;
+    assert_eq!(model.config(), &Gemma2Config::gemma_2_2b());
+    println!(
+        "loaded Gemma-2-2B shapes in {:.1} s; peak RSS {:.0} MiB (before loading {:.0} MiB)",
+        start.elapsed().as_secs_f64(),
+        peak_mib(),
+        before
+    );
+    Ok(())
+}
