@@ -98,6 +98,9 @@ pub struct EncoderOptions {
     pub softcap: bool,
     /// Apply the config's sliding window on even layers (transformers does; ComfyUI does not).
     pub sliding_window: bool,
+    /// Pad every batch to at least this many tokens (diffusers pads to `max_sequence_length`,
+    /// 256); the padding is masked and changes nothing for the real tokens.
+    pub pad_to: Option<usize>,
 }
 
 impl EncoderOptions {
@@ -106,11 +109,12 @@ impl EncoderOptions {
         Self::default()
     }
 
-    /// transformers' behaviour: both, as configured.
+    /// transformers' / diffusers' behaviour: both, as configured, and padding to 256 tokens.
     pub fn transformers() -> Self {
         Self {
             softcap: true,
             sliding_window: true,
+            pad_to: Some(256),
         }
     }
 }

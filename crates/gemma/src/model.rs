@@ -152,7 +152,8 @@ pub struct Gemma2<B: Backend> {
 
 impl<B: Backend> Gemma2<B> {
     /// Loads from a safetensors file (HF names, optionally under one of [`PREFIXES`]; without a
-    /// config the 2B preset is used, after checking the shapes against it), or from a Hugging Face
+    /// config, widths, layers and heads are detected from the shapes and the rest is the 2B
+    /// preset's), or from a Hugging Face
     /// folder (`config.json` with `model.safetensors` or a sharded `model.safetensors.index.json`).
     pub fn load(
         path: impl AsRef<Path>,
@@ -182,10 +183,13 @@ impl<B: Backend> Gemma2<B> {
         config: Option<Gemma2Config>,
         device: &B::Device,
     ) -> Result<Self, GemmaError> {
-        let c = config.unwrap_or_else(Gemma2Config::gemma_2_2b);
-        c.validate()?;
         let prefix = file.detect_prefix("embed_tokens.weight", &PREFIXES)?;
         let w = file.scope(prefix);
+        let c = match config {
+            Some(c) => c,
+            None => detect(&w),
+        };
+        c.validate()?;
         let (h, hd, i) = (c.hidden_size, c.head_dim, c.intermediate_size);
         let key = w.key("embed_tokens.weight");
         let found = file.shape(&key).map(<[usize]>::to_vec).unwrap_or_default();
@@ -281,7 +285,12 @@ impl<B: Backend> Gemma2<B> {
     ) -> Result<Hidden<B>, GemmaError> {
         let c = &self.config;
         let lengths: Vec<usize> = ids.iter().map(Vec::len).collect();
-        let l = lengths.iter().copied().max().unwrap_or(0);
+        let l = lengths
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(0)
+            .max(options.pad_to.unwrap_or(0));
         if ids.is_empty() || lengths.contains(&0) {
             return Err(GemmaError::Input(
                 "every prompt needs at least one token (BOS)".into(),
@@ -385,6 +394,33 @@ impl<B: Backend> Gemma2<B> {
             .down_proj
             .forward(gelu_tanh(layer.gate_proj.forward(u.clone())) * layer.up_proj.forward(u));
         x + layer.post_feedforward_layernorm.forward(f)
+    }
+}
+
+/// The configuration from the shapes (vocabulary, widths, layer count, and heads assuming the
+/// preset's head dimension); everything else from the 2B preset.
+fn detect(w: &Weights<'_>) -> Gemma2Config {
+    let preset = Gemma2Config::gemma_2_2b();
+    let dim = |name: &str, axis: usize, default: usize| w.shape(name).map_or(default, |s| s[axis]);
+    let hd = preset.head_dim;
+    Gemma2Config {
+        vocab_size: dim("embed_tokens.weight", 0, preset.vocab_size),
+        hidden_size: dim("embed_tokens.weight", 1, preset.hidden_size),
+        intermediate_size: dim("layers.0.mlp.gate_proj.weight", 0, preset.intermediate_size),
+        num_hidden_layers: (0..)
+            .take_while(|n| w.contains(&format!("layers.{n}.input_layernorm.weight")))
+            .count(),
+        num_attention_heads: dim(
+            "layers.0.self_attn.q_proj.weight",
+            0,
+            preset.num_attention_heads * hd,
+        ) / hd,
+        num_key_value_heads: dim(
+            "layers.0.self_attn.k_proj.weight",
+            0,
+            preset.num_key_value_heads * hd,
+        ) / hd,
+        ..preset
     }
 }
 

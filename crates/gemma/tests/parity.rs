@@ -57,6 +57,7 @@ fn variant(name: &str) -> (Gemma2Config, EncoderOptions) {
         EncoderOptions {
             softcap,
             sliding_window: sliding,
+            pad_to: None,
         },
     )
 }
@@ -139,12 +140,52 @@ fn bad_inputs_and_files_are_typed_errors() {
         model.forward(&[vec![]], options, &device),
         Err(GemmaError::Input(_))
     ));
-    // Without a config the 2B preset is assumed; the tiny file's shapes say otherwise, by key.
-    let err = Gemma2::<Flex>::load(fixture("model.safetensors"), None, &device).unwrap_err();
+    // A config that does not fit the file names the key and both shapes.
+    let wrong = Gemma2Config {
+        vocab_size: 256,
+        ..config
+    };
+    let err = Gemma2::<Flex>::load(fixture("model.safetensors"), Some(wrong), &device).unwrap_err();
     assert!(
         err.to_string().contains("embed_tokens.weight") && err.to_string().contains("[300, 16]"),
         "{err}"
     );
+}
+
+#[test]
+fn detection_from_shapes() {
+    // The tiny model's head dimension (8) differs from the preset's (256), so detection cannot
+    // find its heads: it fails clearly instead of building a wrong model.
+    let err =
+        Gemma2::<Flex>::load(fixture("model.safetensors"), None, &Default::default()).unwrap_err();
+    assert!(matches!(err, GemmaError::Unsupported(_)), "{err}");
+}
+
+#[test]
+fn padding_to_a_length_changes_nothing_for_real_tokens() {
+    let device = Default::default();
+    let io = WeightFile::open(fixture("io.safetensors")).unwrap();
+    let prompts = ids(&io);
+    let (config, options) = variant("both");
+    let model = Gemma2::<Flex>::load(fixture("model.safetensors"), Some(config), &device).unwrap();
+    let plain = model
+        .forward(&prompts, options, &device)
+        .unwrap()
+        .conditioning();
+    let padded = model
+        .forward(
+            &prompts,
+            EncoderOptions {
+                pad_to: Some(16),
+                ..options
+            },
+            &device,
+        )
+        .unwrap()
+        .conditioning();
+    assert_eq!(padded.dims(), [2, 16, 16]);
+    let d: f32 = (padded.narrow(1, 0, 10) - plain).abs().max().into_scalar();
+    assert!(d < 1e-6, "{d}");
 }
 
 #[test]
