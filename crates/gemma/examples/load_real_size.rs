@@ -13,23 +13,6 @@ use std::time::Instant;
 use burn::backend::Flex;
 use sakiko_gemma::{Gemma2, Gemma2Config};
 
-/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
-fn peak_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 fn shapes(c: &Gemma2Config) -> Vec<(String, Vec<usize>)> {
     let (h, i, hd) = (c.hidden_size, c.intermediate_size, c.head_dim);
     let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
@@ -79,14 +62,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             start.elapsed().as_secs_f64()
         );
     }
-    let before = peak_mib();
+    let before = sakiko_weights::peak_rss_mib().unwrap_or(f64::NAN);
     let start = Instant::now();
     let model = Gemma2::<Flex>::load(path, None, &Default::default())?;
     assert_eq!(model.config(), &Gemma2Config::gemma_2_2b());
     println!(
         "loaded Gemma-2-2B shapes in {:.1} s; peak RSS {:.0} MiB (before loading {:.0} MiB)",
         start.elapsed().as_secs_f64(),
-        peak_mib(),
+        sakiko_weights::peak_rss_mib().unwrap_or(f64::NAN),
         before
     );
     Ok(())

@@ -13,23 +13,6 @@ use burn::backend::Flex;
 use sakiko_nextdit::{NextDit, NextDitConfig};
 use sakiko_weights::WeightFile;
 
-/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
-fn peak_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
 /// Every tensor of the 2B checkpoint with its shape, in original names.
 fn shapes(c: &NextDitConfig) -> Vec<(String, Vec<usize>)> {
     let (d, t, f, hd) = (c.hidden_size, c.adaln_dim(), c.ffn_dim(), c.head_dim());
@@ -98,7 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             start.elapsed().as_secs_f64()
         );
     }
-    let before = peak_mib();
+    let before = sakiko_weights::peak_rss_mib().unwrap_or(f64::NAN);
     let start = Instant::now();
     let file = WeightFile::open(path)?;
     let model = NextDit::<Flex>::from_weights(&file, None, &Default::default())?;
@@ -110,7 +93,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "loaded 2B (detected config = lumina2_2b preset) in {:.1} s; peak RSS {:.0} MiB (before loading {:.0} MiB)",
         start.elapsed().as_secs_f64(),
-        peak_mib(),
+        sakiko_weights::peak_rss_mib().unwrap_or(f64::NAN),
         before
     );
     Ok(())

@@ -12,20 +12,12 @@ use burn::backend::Flex;
 use burn::tensor::{Distribution, Tensor};
 use sakiko_vae::{Tiling, Vae};
 
-/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
-fn peak_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024.0)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mode = std::env::args().nth(1).unwrap_or_else(|| "full".into());
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/vae-bench");
     let device = Default::default();
     let vae = Vae::<Flex>::load(dir, &device)?;
-    let before = peak_mib().unwrap_or(0.0);
+    let before = sakiko_weights::peak_rss_mib().unwrap_or(0.0);
     let z = Tensor::<Flex, 4>::random([1, 16, 128, 128], Distribution::Normal(0.0, 1.0), &device);
     let start = Instant::now();
     let image = match mode.as_str() {
@@ -37,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{mode}: decoded to {dims:?} in {:.1} s; peak RSS {:.0} MiB (after loading: {before:.0} MiB)",
         start.elapsed().as_secs_f64(),
-        peak_mib().unwrap_or(f64::NAN)
+        sakiko_weights::peak_rss_mib().unwrap_or(f64::NAN)
     );
     Ok(())
 }

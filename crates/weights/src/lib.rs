@@ -197,6 +197,15 @@ impl Shard {
     }
 }
 
+/// Peak resident memory of this process in MiB (Linux `VmHWM`; `None` elsewhere), for the
+/// loading and decoding memory figures the examples report.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 /// Writes a safetensors file of random half-precision values (`F16` or `BF16`) with the given
 /// names and shapes, streaming tensor by tensor: synthetic checkpoints with real shapes, for
 /// measuring loading time and memory without the real weights. Values are small (|v| ≤ 0.02).
