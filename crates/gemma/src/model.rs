@@ -50,20 +50,8 @@ impl Embedding {
     fn row(&self, id: usize, out: &mut Vec<f32>) {
         let width = self.dtype.bitsize() / 8;
         let row = &self.bytes[id * self.dim * width..(id + 1) * self.dim * width];
-        match self.dtype {
-            safetensors::Dtype::F16 => out.extend(
-                row.chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
-            ),
-            safetensors::Dtype::BF16 => out.extend(
-                row.chunks_exact(2)
-                    .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-            ),
-            _ => out.extend(
-                row.chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            ),
-        }
+        // The dtype was checked when the table was loaded, so decoding cannot fail here.
+        let _ = sakiko_weights::decode_f32(row, self.dtype, out);
     }
 }
 

@@ -3,7 +3,7 @@
 //! from the Hugging Face (f32) and ComfyUI (`model.`, fp16) layouts.
 
 use burn::backend::Flex;
-use burn::tensor::{ElementConversion, Tensor, TensorData, backend::Backend};
+use burn::tensor::{ElementConversion, Tensor, backend::Backend};
 use sakiko_gemma::{EncoderOptions, Gemma2, Gemma2Config, GemmaError};
 use sakiko_weights::WeightFile;
 
@@ -77,9 +77,9 @@ fn parity<B: Backend>(backend: &str, device: &B::Device) -> f32 {
                 assert_eq!(hidden.states.len(), 4);
                 let mut case_worst = 0.0f32;
                 for (j, state) in hidden.states.iter().enumerate() {
-                    let (values, shape) = io.read_f32(&format!("{name}/{case}/hidden{j}")).unwrap();
-                    let shape: [usize; 3] = shape.try_into().unwrap();
-                    let want = Tensor::<B, 3>::from_data(TensorData::new(values, shape), device);
+                    let want: Tensor<B, 3> = io
+                        .tensor(&format!("{name}/{case}/hidden{j}"), device)
+                        .unwrap();
                     // Only real tokens count: at padding, a sliding window can mask a whole row,
                     // which transformers turns into a uniform softmax and Burn into zeros.
                     for (i, &len) in hidden.lengths.iter().enumerate() {
@@ -120,8 +120,8 @@ fn conditioning_is_the_state_entering_the_last_layer() {
     let model = Gemma2::<Flex>::load(fixture("model.safetensors"), Some(config), &device).unwrap();
     let hidden = model.forward(&ids(&io)[..1], options, &device).unwrap();
     let cond = hidden.conditioning();
-    let (values, _) = io.read_f32("plain/single/hidden2").unwrap();
-    let want = Tensor::<Flex, 3>::from_data(TensorData::new(values, [1, 10, 16]), &device);
+    let want: Tensor<Flex, 3> = io.tensor("plain/single/hidden2", &device).unwrap();
+    assert_eq!(want.dims(), [1, 10, 16]);
     let d: f32 = (cond - want).abs().max().into_scalar();
     assert!(d < TOL);
 }

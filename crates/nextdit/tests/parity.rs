@@ -3,7 +3,7 @@
 //! and per-block intermediates.
 
 use burn::backend::Flex;
-use burn::tensor::{ElementConversion, Tensor, TensorData, backend::Backend};
+use burn::tensor::{ElementConversion, Tensor, backend::Backend};
 use sakiko_nextdit::{NextDit, NextDitConfig, Trace};
 use sakiko_weights::WeightFile;
 
@@ -20,9 +20,7 @@ fn tensor<B: Backend, const D: usize>(
     name: &str,
     device: &B::Device,
 ) -> Tensor<B, D> {
-    let (values, shape) = file.read_f32(name).unwrap();
-    let shape: [usize; D] = shape.try_into().unwrap();
-    Tensor::from_data(TensorData::new(values, shape), device)
+    file.tensor(name, device).unwrap()
 }
 
 fn cap_lens(file: &WeightFile, case: &str) -> Vec<usize> {

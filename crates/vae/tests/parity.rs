@@ -15,9 +15,7 @@ fn fixture(name: &str) -> String {
 
 fn io<B: Backend>(name: &str, device: &B::Device) -> Tensor<B, 4> {
     let file = WeightFile::open(fixture("io.safetensors")).unwrap();
-    let (values, shape) = file.read_f32(name).unwrap();
-    let shape: [usize; 4] = shape.try_into().unwrap();
-    Tensor::from_data(TensorData::new(values, shape), device)
+    file.tensor(name, device).unwrap()
 }
 
 fn max_diff<B: Backend>(a: Tensor<B, 4>, b: Tensor<B, 4>) -> f32 {

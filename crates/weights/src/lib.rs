@@ -65,6 +65,18 @@ pub enum WeightError {
         /// The shape in the file.
         found: Vec<usize>,
     },
+    /// A tensor has another number of dimensions than the caller expects.
+    #[error("{path}: tensor `{key}` has shape {found:?}, expected {expected} dimensions")]
+    Rank {
+        /// The file.
+        path: PathBuf,
+        /// The full key.
+        key: String,
+        /// The rank expected.
+        expected: usize,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
     /// A tensor is stored in a type that cannot be converted to float.
     #[error("{path}: tensor `{key}` is {dtype:?}; supported: F32, F16, BF16, F64")]
     Dtype {
@@ -395,34 +407,61 @@ impl WeightFile {
     /// The values of `key` converted to f32, with its shape.
     pub fn read_f32(&self, key: &str) -> Result<(Vec<f32>, Vec<usize>), WeightError> {
         let (_, info) = self.tensors.get(key).ok_or_else(|| self.missing(key))?;
-        let bytes = self.read_bytes(key)?;
-        let values = match info.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => bytes
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
-                .collect(),
-            dtype => {
-                return Err(WeightError::Dtype {
-                    path: self.path.clone(),
-                    key: key.to_owned(),
-                    dtype,
-                });
+        let mut values = Vec::with_capacity(info.shape.iter().product());
+        decode_f32(&self.read_bytes(key)?, info.dtype, &mut values).map_err(|dtype| {
+            WeightError::Dtype {
+                path: self.path.clone(),
+                key: key.to_owned(),
+                dtype,
             }
-        };
+        })?;
         Ok((values, info.shape.clone()))
     }
+
+    /// Loads `key` as an f32 tensor of its stored shape, which must have rank `D`.
+    pub fn tensor<B: Backend, const D: usize>(
+        &self,
+        key: &str,
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, WeightError> {
+        let (values, shape) = self.read_f32(key)?;
+        let dims: [usize; D] = shape.clone().try_into().map_err(|_| WeightError::Rank {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            expected: D,
+            found: shape,
+        })?;
+        Ok(Tensor::from_data(TensorData::new(values, dims), device))
+    }
+}
+
+/// Appends little-endian `bytes` of `dtype` (F32, F16, BF16 or F64) to `out` as f32; any other
+/// type is returned as the error.
+pub fn decode_f32(bytes: &[u8], dtype: Dtype, out: &mut Vec<f32>) -> Result<(), Dtype> {
+    match dtype {
+        Dtype::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        Dtype::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        Dtype::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        Dtype::F64 => out.extend(
+            bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32),
+        ),
+        other => return Err(other),
+    }
+    Ok(())
 }
 
 /// The tensors of a [`WeightFile`] under a key prefix; nested scopes append to it.
@@ -561,6 +600,12 @@ mod tests {
             );
         }
         let t: Tensor<Flex, 2> = w.tensor("b", [1, 2], &Default::default()).unwrap();
+        let stored: Tensor<Flex, 2> = file.tensor("vae.c", &Default::default()).unwrap();
+        assert_eq!(stored.dims(), [2, 1]);
+        assert!(matches!(
+            file.tensor::<Flex, 3>("vae.c", &Default::default()),
+            Err(WeightError::Rank { expected: 3, .. })
+        ));
         assert_eq!(t.into_data().to_vec::<f32>().unwrap(), [1.5, -2.0]);
         assert!(matches!(
             file.read_f32("vae.e"),
