@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::GemmaError;
 
 /// The hyperparameters of a Gemma-2 model.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Gemma2Config {
     /// Vocabulary size (256000).
     pub vocab_size: usize,

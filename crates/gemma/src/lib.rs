@@ -13,5 +13,5 @@ mod model;
 mod tokenizer;
 
 pub use config::{EncoderOptions, Gemma2Config};
-pub use model::{Gemma2, GemmaError, Hidden, PREFIXES};
+pub use model::{Detected, Gemma2, GemmaError, Hidden, PREFIXES, detect};
 pub use tokenizer::{BOS, GemmaTokenizer};

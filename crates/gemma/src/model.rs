@@ -175,7 +175,7 @@ impl<B: Backend> Gemma2<B> {
         let w = file.scope(prefix);
         let c = match config {
             Some(c) => c,
-            None => detect(&w),
+            None => detect_config(&w),
         };
         c.validate()?;
         let (h, hd, i) = (c.hidden_size, c.head_dim, c.intermediate_size);
@@ -387,7 +387,30 @@ impl<B: Backend> Gemma2<B> {
 
 /// The configuration from the shapes (vocabulary, widths, layer count, and heads assuming the
 /// preset's head dimension); everything else from the 2B preset.
-fn detect(w: &Weights<'_>) -> Gemma2Config {
+/// What a checkpoint holds, read from its header alone (no tensor is loaded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detected {
+    /// The key prefix (one of [`PREFIXES`]).
+    pub prefix: &'static str,
+    /// The configuration: widths, layers and heads from the shapes, the rest from the 2B preset.
+    pub config: Gemma2Config,
+    /// Whether the file embeds the SentencePiece model (`spiece_model`, as ComfyUI's files do).
+    pub has_tokenizer: bool,
+}
+
+/// Identifies a Gemma-2 checkpoint and detects its configuration, without loading it.
+pub fn detect(file: &WeightFile) -> Result<Detected, GemmaError> {
+    let prefix = file.detect_prefix("embed_tokens.weight", &PREFIXES)?;
+    let config = detect_config(&file.scope(prefix));
+    config.validate()?;
+    Ok(Detected {
+        prefix,
+        config,
+        has_tokenizer: crate::GemmaTokenizer::embedded_prefix(file).is_some(),
+    })
+}
+
+fn detect_config(w: &Weights<'_>) -> Gemma2Config {
     let preset = Gemma2Config::gemma_2_2b();
     let dim = |name: &str, axis: usize, default: usize| w.shape(name).map_or(default, |s| s[axis]);
     let hd = preset.head_dim;

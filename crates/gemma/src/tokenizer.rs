@@ -283,6 +283,14 @@ impl SentencePieceModel {
     }
 }
 
+/// Where ComfyUI files keep the SentencePiece model: text-encoder files at the top level,
+/// all-in-one checkpoints under the encoder's name.
+const SPIECE_PREFIXES: [&str; 3] = [
+    "",
+    "text_encoders.gemma2_2b.",
+    "text_encoders.gemma2_2b.transformer.",
+];
+
 /// Gemma's tokenizer with the encoder's conventions: BOS prepended, no EOS, no truncation.
 #[derive(Debug, Clone)]
 pub struct GemmaTokenizer {
@@ -306,15 +314,13 @@ impl GemmaTokenizer {
 
     /// From the `spiece_model` U8 tensor of a ComfyUI text-encoder file (any of the encoder prefixes).
     pub fn from_weights(file: &sakiko_weights::WeightFile) -> Result<Self, GemmaError> {
-        let prefix = file.detect_prefix(
-            "spiece_model",
-            &[
-                "",
-                "text_encoders.gemma2_2b.",
-                "text_encoders.gemma2_2b.transformer.",
-            ],
-        )?;
+        let prefix = file.detect_prefix("spiece_model", &SPIECE_PREFIXES)?;
         Self::from_sentencepiece(&file.read_bytes(&format!("{prefix}spiece_model"))?)
+    }
+
+    /// The prefix of the embedded `spiece_model` tensor, if `file` has one.
+    pub(crate) fn embedded_prefix(file: &sakiko_weights::WeightFile) -> Option<&'static str> {
+        file.detect_prefix("spiece_model", &SPIECE_PREFIXES).ok()
     }
 
     /// The ids of `text` without BOS, as SentencePiece's `encode`.

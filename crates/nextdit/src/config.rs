@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::NextDitError;
 
 /// The hyperparameters of `Lumina2Transformer2DModel` (diffusers' `config.json` field names).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct NextDitConfig {
     /// Patch side p (2).
     pub patch_size: usize,

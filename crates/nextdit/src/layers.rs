@@ -69,14 +69,6 @@ pub(crate) struct Loader<'a, B: Backend> {
 }
 
 impl<B: Backend> Loader<'_, B> {
-    pub fn shape(&self, name: &str) -> Option<&[usize]> {
-        self.weights.shape(&self.layout.key(name))
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.weights.contains(&self.layout.key(name))
-    }
-
     fn tensor<const D: usize>(
         &self,
         name: &str,

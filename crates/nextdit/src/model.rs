@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::nn::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
-use sakiko_weights::WeightFile;
+use sakiko_weights::{WeightFile, Weights};
 
 use crate::layers::{Block, Layout, Loader, RmsNorm, Rope};
 use crate::{NextDitConfig, NextDitError};
@@ -59,15 +59,9 @@ impl<B: Backend> NextDit<B> {
         config: Option<NextDitConfig>,
         device: &B::Device,
     ) -> Result<Self, NextDitError> {
-        let prefix = file.detect_prefix("x_embedder.weight", &PREFIXES)?;
-        let weights = file.scope(prefix);
-        let layout = if weights.contains("layers.0.attn.to_q.weight") {
-            Layout::Diffusers
-        } else {
-            Layout::Original
-        };
+        let (prefix, layout) = detect_layout(file)?;
         let l = Loader {
-            weights,
+            weights: file.scope(prefix),
             layout,
             device,
         };
@@ -76,7 +70,7 @@ impl<B: Backend> NextDit<B> {
                 c.validate()?;
                 c
             }
-            None => detect(&l)?,
+            None => detect_config(&l.weights, l.layout)?,
         };
         let (d, t) = (c.hidden_size, c.adaln_dim());
         let p2c = c.patch_size * c.patch_size * c.in_channels;
@@ -385,11 +379,45 @@ impl Axes {
     }
 }
 
+/// What a checkpoint holds, read from its header alone (no tensor is loaded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detected {
+    /// The key prefix (one of [`PREFIXES`]).
+    pub prefix: &'static str,
+    /// The key naming.
+    pub layout: Layout,
+    /// The configuration, detected from the tensor shapes.
+    pub config: NextDitConfig,
+}
+
+/// Identifies a NextDiT checkpoint (prefix, layout) and detects its configuration from the
+/// shapes, without loading it.
+pub fn detect(file: &WeightFile) -> Result<Detected, NextDitError> {
+    let (prefix, layout) = detect_layout(file)?;
+    let config = detect_config(&file.scope(prefix), layout)?;
+    Ok(Detected {
+        prefix,
+        layout,
+        config,
+    })
+}
+
+fn detect_layout(file: &WeightFile) -> Result<(&'static str, Layout), NextDitError> {
+    let prefix = file.detect_prefix("x_embedder.weight", &PREFIXES)?;
+    let layout = if file.contains(&format!("{prefix}layers.0.attn.to_q.weight")) {
+        Layout::Diffusers
+    } else {
+        Layout::Original
+    };
+    Ok((prefix, layout))
+}
+
 /// Detects the configuration from original-named shapes (patch 2 and RoPE axes split in thirds
 /// are assumed, as in every released Lumina 2 model).
-fn detect<B: Backend>(l: &Loader<'_, B>) -> Result<NextDitConfig, NextDitError> {
+fn detect_config(weights: &Weights<'_>, layout: Layout) -> Result<NextDitConfig, NextDitError> {
+    let has = |name: &str| weights.contains(&layout.key(name));
     let shape = |name: &str| {
-        l.shape(name).map(<[usize]>::to_vec).ok_or_else(|| {
+        weights.shape(&layout.key(name)).map(<[usize]>::to_vec).ok_or_else(|| {
             NextDitError::Unsupported(format!("cannot detect the configuration: no `{name}`"))
         })
     };
@@ -397,19 +425,18 @@ fn detect<B: Backend>(l: &Loader<'_, B>) -> Result<NextDitConfig, NextDitError> 
     let d = x_emb[0];
     let hd = shape("layers.0.attention.q_norm.weight")?[0];
     let heads = d / hd.max(1);
-    let q_rows = if l.layout == Layout::Original {
+    let q_rows = if layout == Layout::Original {
         shape("layers.0.attention.qkv.weight")?[0]
     } else {
         heads * hd
-            + 2 * l
-                .weights
+            + 2 * weights
                 .shape("layers.0.attn.to_k.weight")
                 .map_or(0, |s| s[0])
     };
     let kv_heads = (q_rows / hd.max(1)).saturating_sub(heads) / 2;
     let count = |name: &str| {
         (0..)
-            .take_while(|i| l.has(&format!("{name}.{i}.ffn_norm1.weight")))
+            .take_while(|i| has(&format!("{name}.{i}.ffn_norm1.weight")))
             .count()
     };
     let ffn = shape("layers.0.feed_forward.w1.weight")?[0];

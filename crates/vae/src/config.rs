@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{LatentFormat, VaeError};
 
 /// The hyperparameters of a FLUX-style `AutoencoderKL` (diffusers' `config.json` field names).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct VaeConfig {
     /// Image channels in (3).
     #[serde(default = "three")]

@@ -112,14 +112,6 @@ impl<B: Backend> Loader<'_, B> {
         self.layout.key(name, self.levels)
     }
 
-    pub fn has(&self, name: &str) -> bool {
-        self.weights.contains(&self.key(&format!("{name}.weight")))
-    }
-
-    pub fn shape(&self, name: &str) -> Option<&[usize]> {
-        self.weights.shape(&self.key(name))
-    }
-
     fn bias(&self, name: &str, channels: usize) -> Result<Tensor<B, 1>, VaeError> {
         Ok(self
             .weights

@@ -21,5 +21,5 @@ pub use error::VaeError;
 pub use image::{image_to_tensor, to_rgb8};
 pub use latent::LatentFormat;
 pub use layers::{AttnBlock, Layout, ResnetBlock};
-pub use model::{Decoder, Encoder, Level, MidBlock, PREFIXES, Vae};
+pub use model::{Decoder, Detected, Encoder, Level, MidBlock, PREFIXES, Vae, detect};
 pub use tiling::Tiling;

@@ -7,7 +7,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, backend::Backend};
-use sakiko_weights::WeightFile;
+use sakiko_weights::{WeightFile, Weights};
 
 use crate::layers::{AttnBlock, Layout, Loader, ResnetBlock, upsample_nearest2x};
 use crate::{VaeConfig, VaeError};
@@ -232,35 +232,14 @@ impl<B: Backend> Vae<B> {
         config: Option<VaeConfig>,
         device: &B::Device,
     ) -> Result<Self, VaeError> {
-        let prefix = file.detect_prefix("decoder.conv_in.weight", &PREFIXES)?;
+        let (prefix, layout) = detect_layout(file)?;
         let weights = file.scope(prefix);
-        let layout = if weights.contains("decoder.up_blocks.0.resnets.0.conv1.weight") {
-            Layout::Diffusers
-        } else {
-            Layout::Bfl
-        };
         let config = match config {
             Some(c) => {
                 c.validate()?;
                 c
             }
-            None => {
-                let levels = (0..)
-                    .take_while(|i| {
-                        weights.contains(
-                            &layout.key(&format!("encoder.down.{i}.block.0.conv1.weight"), 0),
-                        )
-                    })
-                    .count();
-                let probe = Loader::<B> {
-                    weights: weights.clone(),
-                    layout,
-                    levels,
-                    groups: 32,
-                    device,
-                };
-                VaeConfig::detect_with(|name| probe.shape(name), |name| probe.has(name))?
-            }
+            None => detect_config(&weights, layout)?,
         };
         let loader = Loader {
             weights,
@@ -321,4 +300,51 @@ impl<B: Backend> Vae<B> {
         }
         Ok(self.encoder.forward(image))
     }
+}
+
+/// What a checkpoint holds, read from its header alone (no tensor is loaded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detected {
+    /// The key prefix (one of [`PREFIXES`]).
+    pub prefix: &'static str,
+    /// The key naming.
+    pub layout: Layout,
+    /// The configuration, detected from the tensor shapes.
+    pub config: VaeConfig,
+}
+
+/// Identifies an autoencoder checkpoint (prefix, layout) and detects its configuration, without
+/// loading it.
+pub fn detect(file: &WeightFile) -> Result<Detected, VaeError> {
+    let (prefix, layout) = detect_layout(file)?;
+    let config = detect_config(&file.scope(prefix), layout)?;
+    Ok(Detected {
+        prefix,
+        layout,
+        config,
+    })
+}
+
+fn detect_layout(file: &WeightFile) -> Result<(&'static str, Layout), VaeError> {
+    let prefix = file.detect_prefix("decoder.conv_in.weight", &PREFIXES)?;
+    let layout = if file.contains(&format!(
+        "{prefix}decoder.up_blocks.0.resnets.0.conv1.weight"
+    )) {
+        Layout::Diffusers
+    } else {
+        Layout::Bfl
+    };
+    Ok((prefix, layout))
+}
+
+fn detect_config(weights: &Weights<'_>, layout: Layout) -> Result<VaeConfig, VaeError> {
+    let levels = (0..)
+        .take_while(|i| {
+            weights.contains(&layout.key(&format!("encoder.down.{i}.block.0.conv1.weight"), 0))
+        })
+        .count();
+    VaeConfig::detect_with(
+        |name| weights.shape(&layout.key(name, levels)),
+        |name| weights.contains(&layout.key(&format!("{name}.weight"), levels)),
+    )
 }
