@@ -1,0 +1,128 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+use sakiko_gemma::GemmaError;
+use sakiko_nextdit::NextDitError;
+use sakiko_sampling::SamplingError;
+use sakiko_vae::VaeError;
+use sakiko_weights::WeightError;
+
+/// Everything that can go wrong finding files, loading models or generating.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// A weight file is missing, truncated, or lacks / misshapes a tensor.
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    /// The text encoder or tokenizer failed.
+    #[error("text encoder: {0}")]
+    TextEncoder(#[from] GemmaError),
+    /// The denoiser failed.
+    #[error("denoiser: {0}")]
+    Denoiser(#[from] NextDitError),
+    /// The autoencoder failed.
+    #[error("VAE: {0}")]
+    Vae(#[from] VaeError),
+    /// A sampling setting is invalid, or the sampler failed.
+    #[error(transparent)]
+    Sampling(SamplingError),
+    /// The prompt is not valid (XML errors, with line and column).
+    #[error("invalid prompt:\n{0}")]
+    Prompt(String),
+    /// A request setting is out of range.
+    #[error("invalid {name} {value}: {expected}")]
+    Request {
+        /// The setting.
+        name: &'static str,
+        /// Its value, as given.
+        value: String,
+        /// What is accepted.
+        expected: String,
+    },
+    /// A model file could not be found where it was looked for.
+    #[error("no {component} found: {detail}")]
+    NotFound {
+        /// The component looked for.
+        component: Component,
+        /// Where it was looked for, and what was found instead.
+        detail: String,
+    },
+    /// Several files qualify; the user has to choose.
+    #[error("several {component} files in {}: {}; choose one explicitly", .dir.display(), .candidates.join(", "))]
+    Ambiguous {
+        /// The component.
+        component: Component,
+        /// The folder searched.
+        dir: PathBuf,
+        /// The qualifying file names.
+        candidates: Vec<String>,
+    },
+    /// A file holds something other than the component it was given as.
+    #[error("{}: expected a {expected} file, but {found}", .path.display())]
+    WrongComponent {
+        /// The file.
+        path: PathBuf,
+        /// What it was given as.
+        expected: Component,
+        /// What it holds instead.
+        found: String,
+    },
+    /// The components do not fit together (e.g. caption width ≠ text-encoder width).
+    #[error("the models do not fit together: {0}")]
+    Incompatible(String),
+    /// The chosen backend cannot run on this machine (no GPU, no Vulkan driver, …).
+    #[error("the {backend} backend cannot run here: {reason}")]
+    Backend {
+        /// The backend's name.
+        backend: String,
+        /// Why, as the backend reported it.
+        reason: String,
+    },
+    /// Downloading from Hugging Face failed.
+    #[error("Hugging Face download failed: {0}")]
+    Hub(String),
+    /// Reading or writing an image, latent or other output failed.
+    #[error("{}: {reason}", .path.display())]
+    Output {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The progress callback asked to stop.
+    #[error("cancelled ({0})")]
+    Cancelled(String),
+}
+
+impl From<SamplingError> for PipelineError {
+    fn from(e: SamplingError) -> Self {
+        match e {
+            SamplingError::Cancelled { step, steps } => {
+                PipelineError::Cancelled(format!("after step {step} of {steps}"))
+            }
+            other => PipelineError::Sampling(other),
+        }
+    }
+}
+
+/// The three model components.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Component {
+    /// The NextDiT denoiser (`diffusion_models/`).
+    Dit,
+    /// The Gemma-2 text encoder (`text_encoders/`).
+    TextEncoder,
+    /// The FLUX autoencoder (`vae/`).
+    Vae,
+}
+
+impl std::fmt::Display for Component {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Component::Dit => "NextDiT denoiser",
+            Component::TextEncoder => "Gemma-2 text encoder",
+            Component::Vae => "VAE",
+        })
+    }
+}

@@ -1,0 +1,44 @@
+//! # sakiko-pipeline
+//!
+//! Text → image with the Sakiko-Lumina / Neta-Lumina / Lumina-Image-2.0 models, on any Burn
+//! backend, from the files users have:
+//!
+//! - [`ModelFiles`]: explicit files, a ComfyUI `models/` folder, an all-in-one checkpoint, a
+//!   diffusers folder, or (feature `hub`) a Hugging Face download; [`inspect`] tells what a file
+//!   holds from its header;
+//! - [`GenerationRequest`]: prompt (the Sakiko prefix is added once), negative prompt, size, steps,
+//!   guidance, sampler, scheduler, shift, seed, batch, img2img;
+//! - [`Pipeline`]: encode → sample → decode, memory-lean by default (each model is loaded for its
+//!   stage and freed after it), with progress [`Event`]s, cancellation and an embedding cache;
+//! - [`LuminaDenoiser`]: the one place where σ becomes the model's time `1 − σ` and the model's
+//!   velocity is negated into an x0 prediction;
+//! - [`write_png`] with the parameters as text chunks, [`save_latent`].
+//!
+//! Generation is deterministic for a seed on a backend: the initial and ancestral noise are
+//! PyTorch's CPU `randn` streams (as ComfyUI on a CPU), drawn on the host.
+
+mod backend;
+mod denoiser;
+mod error;
+mod files;
+#[cfg(feature = "hub")]
+mod hub;
+mod memory;
+mod output;
+mod pipeline;
+mod request;
+mod text;
+
+pub use backend::check_backend;
+pub use denoiser::{Conditioning, LuminaDenoiser};
+pub use error::{Component, PipelineError};
+pub use files::{Detected, Inspection, ModelFiles, inspect};
+#[cfg(feature = "hub")]
+pub use hub::HubSource;
+pub use memory::MemoryEstimate;
+pub use output::{Parameters, read_png_text, save_f32, save_latent, write_png};
+pub use pipeline::{Event, Generation, Pipeline, PipelineBuilder, PipelineOptions};
+pub use request::{
+    GenerationRequest, MAX_BATCH, OutputDepth, SIDE_MULTIPLE, SIDE_RANGE, TRAINED_TOKENS,
+};
+pub use text::TextEncoder;

@@ -1,0 +1,95 @@
+//! A rough estimate of the memory a request needs, per stage.
+
+use sakiko_gemma::Gemma2Config;
+use sakiko_nextdit::NextDitConfig;
+use sakiko_vae::VaeConfig;
+
+use crate::GenerationRequest;
+
+/// Estimated bytes per stage (weights in f32 plus the largest live activations) and the peak:
+/// the largest stage when components are freed between stages, their weights' sum plus the
+/// largest activations when they are kept. An order-of-magnitude guide for choosing sizes and
+/// batch counts, not a bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    /// Text encoding.
+    pub text_encoder: u64,
+    /// Sampling.
+    pub dit: u64,
+    /// Decoding.
+    pub vae: u64,
+    /// The expected peak.
+    pub peak: u64,
+}
+
+const F32: u64 = 4;
+
+impl MemoryEstimate {
+    /// The estimate for `request` with these models (`params`: stored parameter counts of the
+    /// denoiser and VAE).
+    pub fn new(
+        te: &Gemma2Config,
+        dit: &NextDitConfig,
+        vae: &VaeConfig,
+        params: [u64; 2],
+        request: &GenerationRequest,
+        prompt_tokens: usize,
+        keep_in_memory: bool,
+    ) -> Self {
+        let u = |v: usize| v as u64;
+        // Gemma: the embedding stays in 16 bits on the host; layers in f32; activations are small.
+        let te_layer = u(te.hidden_size) * u(te.head_dim) * u(te.num_attention_heads + te.num_key_value_heads) * 2
+            + 3 * u(te.hidden_size) * u(te.intermediate_size);
+        let te_weights = u(te.vocab_size) * u(te.hidden_size) * 2
+            + u(te.num_hidden_layers) * te_layer * F32;
+        let te_act = u(prompt_tokens) * u(te.hidden_size.max(te.intermediate_size)) * F32 * 8;
+
+        // NextDiT: two passes of the batch (CFG); per token a handful of hidden-wide tensors and
+        // the SwiGLU intermediate, plus attention scores.
+        let patch = u(dit.patch_size) * u(vae.downscale());
+        let tokens = u(request.width) / patch * (u(request.height) / patch) + u(prompt_tokens);
+        let rows = 2 * u(request.batch);
+        let dit_act = rows * tokens * (12 * u(dit.hidden_size) + 3 * u(dit.ffn_dim())) * F32
+            + rows * u(dit.num_attention_heads) * tokens * tokens * F32;
+        let dit_weights = params[0] * F32;
+
+        // VAE: three full-resolution tensors of the widest full-resolution level, and the
+        // single-head attention over the lowest level.
+        let pixels = u(request.width) * u(request.height) * u(request.batch);
+        let low = pixels / (u(vae.downscale()) * u(vae.downscale()));
+        let vae_act = 3 * pixels * u(vae.block_out_channels.first().copied().unwrap_or(128)) * F32
+            + low * (low / u(request.batch).max(1)) * F32;
+        let vae_weights = params[1] * F32;
+
+        let stages = [
+            te_weights + te_act,
+            dit_weights + dit_act,
+            vae_weights + vae_act,
+        ];
+        let peak = if keep_in_memory {
+            te_weights + dit_weights + vae_weights + te_act.max(dit_act).max(vae_act)
+        } else {
+            stages.into_iter().max().unwrap_or(0)
+        };
+        Self {
+            text_encoder: stages[0],
+            dit: stages[1],
+            vae: stages[2],
+            peak,
+        }
+    }
+}
+
+impl std::fmt::Display for MemoryEstimate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        write!(
+            f,
+            "≈{:.2} GiB peak (text encoder {:.2}, denoiser {:.2}, VAE {:.2})",
+            gib(self.peak),
+            gib(self.text_encoder),
+            gib(self.dit),
+            gib(self.vae)
+        )
+    }
+}

@@ -1,0 +1,107 @@
+//! Writing results: PNG files with the generation parameters as text chunks, and latents as
+//! safetensors.
+
+use std::io::BufWriter;
+use std::path::Path;
+
+use burn::tensor::{Tensor, backend::Backend};
+use image::DynamicImage;
+
+use crate::PipelineError;
+
+/// The generation parameters stored in a PNG, as `(keyword, text)` pairs in a fixed order.
+pub type Parameters = Vec<(String, String)>;
+
+/// Writes `image` (8- or 16-bit RGB) as a PNG with `parameters` as text chunks: `tEXt` for
+/// Latin-1-safe ASCII values, `iTXt` (UTF-8) otherwise, so prompts in any script survive.
+pub fn write_png(
+    path: &Path,
+    image: &DynamicImage,
+    parameters: &Parameters,
+) -> Result<(), PipelineError> {
+    let fail = |reason: String| PipelineError::Output {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (depth, data) = match image {
+        DynamicImage::ImageRgb8(img) => (png::BitDepth::Eight, img.as_raw().clone()),
+        DynamicImage::ImageRgb16(img) => (
+            png::BitDepth::Sixteen,
+            img.as_raw().iter().flat_map(|v| v.to_be_bytes()).collect(),
+        ),
+        other => return Err(fail(format!("unsupported pixel format {:?}", other.color()))),
+    };
+    let file = std::fs::File::create(path).map_err(|e| fail(e.to_string()))?;
+    let mut encoder = png::Encoder::new(BufWriter::new(file), image.width(), image.height());
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(depth);
+    for (key, value) in parameters {
+        let added = if value.is_ascii() {
+            encoder.add_text_chunk(key.clone(), value.clone())
+        } else {
+            encoder.add_itxt_chunk(key.clone(), value.clone())
+        };
+        added.map_err(|e| fail(format!("text chunk `{key}`: {e}")))?;
+    }
+    let mut writer = encoder.write_header().map_err(|e| fail(e.to_string()))?;
+    writer
+        .write_image_data(&data)
+        .and_then(|()| writer.finish())
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// Reads the text chunks of a PNG (`tEXt`, `zTXt` and `iTXt`), in file order per kind.
+pub fn read_png_text(path: &Path) -> Result<Parameters, PipelineError> {
+    let fail = |reason: String| PipelineError::Output {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+    let reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .map_err(|e| fail(e.to_string()))?;
+    let info = reader.info();
+    let mut out: Parameters = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|c| (c.keyword.clone(), c.text.clone()))
+        .collect();
+    for c in &info.compressed_latin1_text {
+        out.push((
+            c.keyword.clone(),
+            c.get_text().map_err(|e| fail(e.to_string()))?,
+        ));
+    }
+    for c in &info.utf8_text {
+        out.push((
+            c.keyword.clone(),
+            c.get_text().map_err(|e| fail(e.to_string()))?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Writes `latent` as an f32 safetensors file with the single tensor `latent`.
+pub fn save_latent<B: Backend>(path: &Path, latent: &Tensor<B, 4>) -> Result<(), PipelineError> {
+    let fail = |reason: String| PipelineError::Output {
+        path: path.to_path_buf(),
+        reason,
+    };
+    save_f32(path, "latent", &latent.dims(), &to_f32(latent.clone())).map_err(fail)
+}
+
+/// A tensor's values as f32 on the host.
+pub(crate) fn to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .to_vec()
+        .unwrap_or_default()
+}
+
+/// Writes one f32 tensor `name` of `shape` as a safetensors file.
+pub fn save_f32(path: &Path, name: &str, shape: &[usize], values: &[f32]) -> Result<(), String> {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &bytes)
+        .map_err(|e| e.to_string())?;
+    safetensors::serialize_to_file([(name, view)], None, path).map_err(|e| e.to_string())
+}

@@ -1,0 +1,518 @@
+//! Text → image: the pipeline, its builder and its progress events.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use image::{DynamicImage, RgbImage};
+use sakiko_gemma::EncoderOptions;
+use sakiko_nextdit::{NextDit, NextDitConfig};
+use sakiko_sampling::{FlowSampling, TorchGenerator, TorchNoise, sample};
+use sakiko_vae::{Tiling, Vae, VaeConfig};
+use sakiko_weights::WeightFile;
+
+use crate::denoiser::{Conditioning, LuminaDenoiser};
+use crate::request::{OutputDepth, SIDE_MULTIPLE, TRAINED_TOKENS};
+use crate::{Component, GenerationRequest, MemoryEstimate, ModelFiles, PipelineError, TextEncoder};
+
+/// What the pipeline is doing; the callback given to [`Pipeline::generate`] sees every event and
+/// cancels by returning `ControlFlow::Break(())`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A component's weights are being read.
+    Load {
+        /// Which.
+        component: Component,
+        /// From where.
+        path: PathBuf,
+    },
+    /// A component's weights were freed (memory-lean mode).
+    Release {
+        /// Which.
+        component: Component,
+    },
+    /// The prompts were tokenized (counts include BOS).
+    Tokens {
+        /// Prompt tokens.
+        positive: usize,
+        /// Negative-prompt tokens.
+        negative: usize,
+    },
+    /// Something the user should know (long prompt, prompt warnings).
+    Warning(String),
+    /// Estimated peak memory of this request.
+    Memory(MemoryEstimate),
+    /// A sampling step finished.
+    Step {
+        /// The step just finished (from 0).
+        step: usize,
+        /// Total steps.
+        steps: usize,
+        /// σ at its start.
+        sigma: f32,
+    },
+    /// The latents are being decoded.
+    Decode,
+}
+
+/// How the pipeline manages memory and runs the encoder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PipelineOptions {
+    /// Keep every component in memory between stages and requests (faster repeated generation);
+    /// by default each is loaded when needed and freed after its stage.
+    pub keep_in_memory: bool,
+    /// Remember the conditioning of prompts already encoded (a few MB each), so repeated prompts
+    /// skip the encoder entirely.
+    pub cache_embeddings: bool,
+    /// How the encoder runs (ComfyUI's behaviour by default).
+    pub encoder: EncoderOptions,
+    /// Decode in tiles (less memory, slight seams); `None` decodes at once, as ComfyUI first tries.
+    pub vae_tiling: Option<Tiling>,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            keep_in_memory: false,
+            cache_embeddings: true,
+            encoder: EncoderOptions::comfyui(),
+            vae_tiling: None,
+        }
+    }
+}
+
+/// The result of [`Pipeline::generate`].
+#[derive(Debug, Clone)]
+pub struct Generation<B: Backend> {
+    /// One image per batch item.
+    pub images: Vec<DynamicImage>,
+    /// The sampler's final latent in model space (before the VAE's scale and shift), `[B, 16, H/8, W/8]`.
+    pub latent: Tensor<B, 4>,
+    /// Prompt tokens (BOS included).
+    pub positive_tokens: usize,
+    /// Negative-prompt tokens (BOS included).
+    pub negative_tokens: usize,
+    /// Warnings raised while generating.
+    pub warnings: Vec<String>,
+}
+
+/// Builds a [`Pipeline`].
+#[derive(Debug)]
+pub struct PipelineBuilder<B: Backend> {
+    files: ModelFiles,
+    device: B::Device,
+    options: PipelineOptions,
+}
+
+impl<B: Backend> PipelineBuilder<B> {
+    /// Runs on `device` (default: the backend's default device).
+    pub fn device(mut self, device: B::Device) -> Self {
+        self.device = device;
+        self
+    }
+
+    /// All options at once.
+    pub fn options(mut self, options: PipelineOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Keep components in memory between stages and requests.
+    pub fn keep_in_memory(mut self, keep: bool) -> Self {
+        self.options.keep_in_memory = keep;
+        self
+    }
+
+    /// Cache prompt embeddings.
+    pub fn cache_embeddings(mut self, cache: bool) -> Self {
+        self.options.cache_embeddings = cache;
+        self
+    }
+
+    /// Text-encoder behaviour.
+    pub fn encoder_options(mut self, options: EncoderOptions) -> Self {
+        self.options.encoder = options;
+        self
+    }
+
+    /// Tiled VAE decoding.
+    pub fn vae_tiling(mut self, tiling: Option<Tiling>) -> Self {
+        self.options.vae_tiling = tiling;
+        self
+    }
+
+    /// Checks the backend, reads the tokenizer and every header, and checks that the components
+    /// fit together. No weights are loaded yet.
+    pub fn build(self) -> Result<Pipeline<B>, PipelineError> {
+        crate::check_backend::<B>(&self.device)?;
+        let text = TextEncoder::new(&self.files, self.options.encoder, self.device.clone())?;
+        let (dit_file, dit) = self.files.dit_source()?;
+        let (vae_file, vae) = self.files.vae_source()?;
+        let te = text.config();
+        if dit.cap_feat_dim != te.hidden_size {
+            return Err(PipelineError::Incompatible(format!(
+                "the denoiser takes {}-wide captions, the text encoder makes {}-wide ones",
+                dit.cap_feat_dim, te.hidden_size
+            )));
+        }
+        if dit.in_channels != vae.latent_channels {
+            return Err(PipelineError::Incompatible(format!(
+                "the denoiser works on {} latent channels, the VAE on {}",
+                dit.in_channels, vae.latent_channels
+            )));
+        }
+        if dit.patch_size * vae.downscale() != SIDE_MULTIPLE {
+            return Err(PipelineError::Incompatible(format!(
+                "VAE downscale {} × patch {} ≠ {SIDE_MULTIPLE}",
+                vae.downscale(),
+                dit.patch_size
+            )));
+        }
+        let params = [
+            parameter_count(&dit_file, sakiko_nextdit::detect(&dit_file).map(|d| d.prefix)),
+            parameter_count(&vae_file, sakiko_vae::detect(&vae_file).map(|d| d.prefix)),
+        ];
+        Ok(Pipeline {
+            files: self.files,
+            device: self.device,
+            options: self.options,
+            text,
+            dit_config: dit,
+            vae_config: vae,
+            params,
+            dit: None,
+            vae: None,
+            cache: HashMap::new(),
+        })
+    }
+}
+
+/// Parameters stored under `prefix` (0 when the prefix is unknown).
+fn parameter_count<E>(file: &WeightFile, prefix: Result<&str, E>) -> u64 {
+    let Ok(prefix) = prefix else { return 0 };
+    file.keys()
+        .filter(|k| k.starts_with(prefix))
+        .filter_map(|k| file.shape(k))
+        .map(|s| s.iter().product::<usize>() as u64)
+        .sum()
+}
+
+/// Text → image with Sakiko-Lumina / Lumina-Image-2.0 models, on any Burn backend.
+///
+/// ```no_run
+/// use burn::backend::Flex;
+/// use sakiko_pipeline::{GenerationRequest, ModelFiles, Pipeline};
+///
+/// let files = ModelFiles::models_dir("ComfyUI/models")?;
+/// let mut pipeline = Pipeline::<Flex>::builder(files).build()?;
+/// let request = GenerationRequest::new("1girl, blue hair, cherry blossoms").seed(42);
+/// let result = pipeline.generate(&request, |event| {
+///     println!("{event:?}");
+///     std::ops::ControlFlow::Continue(())
+/// })?;
+/// result.images[0].save("out.png").expect("write");
+/// # Ok::<(), sakiko_pipeline::PipelineError>(())
+/// ```
+#[derive(Debug)]
+pub struct Pipeline<B: Backend> {
+    files: ModelFiles,
+    device: B::Device,
+    options: PipelineOptions,
+    text: TextEncoder<B>,
+    dit_config: NextDitConfig,
+    vae_config: VaeConfig,
+    /// Stored parameter counts of the denoiser and the VAE.
+    params: [u64; 2],
+    dit: Option<NextDit<B>>,
+    vae: Option<Vae<B>>,
+    /// Model text → conditioning `[1, L, hidden]`, on the host.
+    cache: HashMap<String, TensorData>,
+}
+
+impl<B: Backend> Pipeline<B> {
+    /// A builder for `files` with default options on the default device.
+    pub fn builder(files: ModelFiles) -> PipelineBuilder<B> {
+        PipelineBuilder {
+            files,
+            device: Default::default(),
+            options: PipelineOptions::default(),
+        }
+    }
+
+    /// The model files.
+    pub fn files(&self) -> &ModelFiles {
+        &self.files
+    }
+
+    /// The denoiser's configuration.
+    pub fn dit_config(&self) -> &NextDitConfig {
+        &self.dit_config
+    }
+
+    /// The text encoder (tokenizer and configuration).
+    pub fn text_encoder(&mut self) -> &mut TextEncoder<B> {
+        &mut self.text
+    }
+
+    /// The memory a request needs, by stage (see [`MemoryEstimate`]).
+    pub fn estimate(&self, request: &GenerationRequest, prompt_tokens: usize) -> MemoryEstimate {
+        MemoryEstimate::new(
+            self.text.config(),
+            &self.dit_config,
+            &self.vae_config,
+            self.params,
+            request,
+            prompt_tokens,
+            self.options.keep_in_memory,
+        )
+    }
+
+    /// Runs `request`, reporting progress to `on_event` (which may cancel).
+    pub fn generate<F>(
+        &mut self,
+        request: &GenerationRequest,
+        mut on_event: F,
+    ) -> Result<Generation<B>, PipelineError>
+    where
+        F: FnMut(&Event) -> ControlFlow<()>,
+    {
+        let mut emit = |event: Event| match on_event(&event) {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(()) => Err(PipelineError::Cancelled(format!("at {event:?}"))),
+        };
+        let mut warnings = request.validate()?;
+        let ms = FlowSampling::with_shift(request.shift)?;
+        let sigmas = if request.init_image.is_some() {
+            request
+                .scheduler
+                .sigmas_with_denoise(&ms, request.steps, request.denoise)?
+        } else {
+            request.scheduler.sigmas(&ms, request.steps)?
+        };
+
+        // Text.
+        let positive_text = request.model_text();
+        let positive_ids = self.text.tokenize(&positive_text)?;
+        let negative_ids = self.text.tokenize(&request.negative)?;
+        emit(Event::Tokens {
+            positive: positive_ids.len(),
+            negative: negative_ids.len(),
+        })?;
+        for (what, n) in [("prompt", positive_ids.len()), ("negative prompt", negative_ids.len())] {
+            if n > TRAINED_TOKENS {
+                warnings.push(format!(
+                    "the {what} is {n} tokens; the model was trained on at most {TRAINED_TOKENS} \
+                     (it is encoded whole, not truncated)"
+                ));
+            }
+        }
+        for w in &warnings {
+            emit(Event::Warning(w.clone()))?;
+        }
+        emit(Event::Memory(self.estimate(request, positive_ids.len())))?;
+        let positive = self.conditioning(&positive_text, &positive_ids, &mut emit)?;
+        let negative = self.conditioning(&request.negative, &negative_ids, &mut emit)?;
+        if !self.options.keep_in_memory && self.text.is_loaded() {
+            self.text.release();
+            emit(Event::Release {
+                component: Component::TextEncoder,
+            })?;
+        }
+
+        // Starting point.
+        let (b, c) = (request.batch, self.dit_config.in_channels);
+        let down = self.vae_config.downscale();
+        let shape = [b, c, request.height / down, request.width / down];
+        let latent = match &request.init_image {
+            Some(image) => {
+                let vae = self.take_vae(&mut emit)?;
+                let encoded = encode_image(&vae, image, request, &self.device);
+                self.vae = Some(vae);
+                encoded?.repeat_dim(0, b)
+            }
+            None => Tensor::zeros(shape, &self.device),
+        };
+        let noise = TorchGenerator::new(request.seed).randn_tensor(
+            shape,
+            request.noise_kernel,
+            &self.device,
+        );
+        let x = FlowSampling::noise_scaling(sigmas[0], noise, latent);
+
+        // Sampling.
+        let dit = self.take_dit(&mut emit)?;
+        let mut denoiser = LuminaDenoiser::new(&dit, positive, negative);
+        let mut ancestral = TorchNoise::new(request.seed, request.noise_kernel);
+        let sampled = sample(
+            &request.sampler_config(),
+            &mut denoiser,
+            x,
+            &sigmas,
+            &mut ancestral,
+            |info| match emit(Event::Step {
+                step: info.step,
+                steps: info.steps,
+                sigma: info.sigma,
+            }) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(_) => ControlFlow::Break(()),
+            },
+        );
+        drop(denoiser);
+        self.put_dit(dit, &mut emit)?;
+        let latent = FlowSampling::inverse_noise_scaling(sigmas[sigmas.len() - 1], sampled?);
+
+        // Image.
+        let vae = self.take_vae(&mut emit)?;
+        emit(Event::Decode)?;
+        let decoded = decode(&vae, latent.clone(), self.options.vae_tiling, request.depth);
+        if self.options.keep_in_memory {
+            self.vae = Some(vae);
+        } else {
+            drop(vae);
+            emit(Event::Release {
+                component: Component::Vae,
+            })?;
+        }
+        Ok(Generation {
+            images: decoded?,
+            latent,
+            positive_tokens: positive_ids.len(),
+            negative_tokens: negative_ids.len(),
+            warnings,
+        })
+    }
+
+    /// The conditioning of `text` (ids given), from the cache or the encoder.
+    fn conditioning(
+        &mut self,
+        text: &str,
+        ids: &[u32],
+        emit: &mut impl FnMut(Event) -> Result<(), PipelineError>,
+    ) -> Result<Conditioning<B>, PipelineError> {
+        if let Some(data) = self.cache.get(text) {
+            return Ok(Conditioning {
+                features: Tensor::from_data(data.clone(), &self.device),
+            });
+        }
+        if !self.text.is_loaded() {
+            emit(Event::Load {
+                component: Component::TextEncoder,
+                path: self.files.text_encoder.clone(),
+            })?;
+        }
+        let features = self.text.encode(ids)?;
+        if self.options.cache_embeddings {
+            self.cache
+                .insert(text.to_owned(), features.clone().into_data());
+        }
+        Ok(Conditioning { features })
+    }
+
+    fn take_dit(
+        &mut self,
+        emit: &mut impl FnMut(Event) -> Result<(), PipelineError>,
+    ) -> Result<NextDit<B>, PipelineError> {
+        if let Some(dit) = self.dit.take() {
+            return Ok(dit);
+        }
+        emit(Event::Load {
+            component: Component::Dit,
+            path: self.files.dit.clone(),
+        })?;
+        let (file, config) = self.files.dit_source()?;
+        Ok(NextDit::from_weights(&file, Some(config), &self.device)?)
+    }
+
+    fn put_dit(
+        &mut self,
+        dit: NextDit<B>,
+        emit: &mut impl FnMut(Event) -> Result<(), PipelineError>,
+    ) -> Result<(), PipelineError> {
+        if self.options.keep_in_memory {
+            self.dit = Some(dit);
+            Ok(())
+        } else {
+            drop(dit);
+            emit(Event::Release {
+                component: Component::Dit,
+            })
+        }
+    }
+
+    fn take_vae(
+        &mut self,
+        emit: &mut impl FnMut(Event) -> Result<(), PipelineError>,
+    ) -> Result<Vae<B>, PipelineError> {
+        if let Some(vae) = self.vae.take() {
+            return Ok(vae);
+        }
+        emit(Event::Load {
+            component: Component::Vae,
+            path: self.files.vae.clone(),
+        })?;
+        let (file, config) = self.files.vae_source()?;
+        Ok(Vae::from_weights(&file, Some(config), &self.device)?)
+    }
+}
+
+/// The init image as a model-space latent `[1, C, H/8, W/8]` (resized to the request's size).
+fn encode_image<B: Backend>(
+    vae: &Vae<B>,
+    image: &RgbImage,
+    request: &GenerationRequest,
+    device: &B::Device,
+) -> Result<Tensor<B, 4>, PipelineError> {
+    let (w, h) = (request.width as u32, request.height as u32);
+    let resized;
+    let image = if image.dimensions() == (w, h) {
+        image
+    } else {
+        resized = image::imageops::resize(image, w, h, image::imageops::FilterType::Lanczos3);
+        &resized
+    };
+    let pixels = sakiko_vae::image_to_tensor(std::slice::from_ref(image), device)?;
+    Ok(vae.latent_format().to_model(vae.encode(pixels)?))
+}
+
+/// Model-space latents → images.
+fn decode<B: Backend>(
+    vae: &Vae<B>,
+    latent: Tensor<B, 4>,
+    tiling: Option<Tiling>,
+    depth: OutputDepth,
+) -> Result<Vec<DynamicImage>, PipelineError> {
+    let z = vae.latent_format().to_vae(latent);
+    let pixels = match tiling {
+        Some(t) => vae.decode_tiled(z, t)?,
+        None => vae.decode(z)?,
+    };
+    Ok(match depth {
+        OutputDepth::Eight => sakiko_vae::to_rgb8(pixels)
+            .into_iter()
+            .map(DynamicImage::ImageRgb8)
+            .collect(),
+        OutputDepth::Sixteen => to_rgb16(pixels),
+    })
+}
+
+/// Decoder output → 16-bit images: `clamp((x + 1) / 2, 0, 1)`, ×65535, rounded.
+fn to_rgb16<B: Backend>(pixels: Tensor<B, 4>) -> Vec<DynamicImage> {
+    let [b, _, h, w] = pixels.dims();
+    let values = crate::output::to_f32(
+        pixels
+            .add_scalar(1.0)
+            .div_scalar(2.0)
+            .clamp(0.0, 1.0)
+            .permute([0, 2, 3, 1]),
+    );
+    values
+        .chunks_exact(h * w * 3)
+        .take(b)
+        .filter_map(|img| {
+            let data = img.iter().map(|&v| (v * 65535.0).round() as u16).collect();
+            image::ImageBuffer::from_raw(w as u32, h as u32, data).map(DynamicImage::ImageRgb16)
+        })
+        .collect()
+}

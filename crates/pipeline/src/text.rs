@@ -1,0 +1,97 @@
+//! The text side: tokenizer and Gemma-2 encoder, loaded on demand.
+
+use std::path::PathBuf;
+
+use burn::tensor::{Tensor, backend::Backend};
+use sakiko_gemma::{EncoderOptions, Gemma2, Gemma2Config, GemmaTokenizer};
+
+use crate::{ModelFiles, PipelineError};
+
+/// Tokenizer plus encoder. The tokenizer is loaded at once (it is small); the encoder weights only
+/// when something is encoded, and [`TextEncoder::release`] frees them.
+///
+/// ```no_run
+/// use burn::backend::Flex;
+/// use sakiko_pipeline::{ModelFiles, TextEncoder};
+///
+/// let files = ModelFiles::new("", "gemma_2_2b_fp16.safetensors", "");
+/// let mut te = TextEncoder::<Flex>::new(&files, Default::default(), Default::default())?;
+/// let ids = te.tokenize(&sakiko_prompt::with_prefix("1girl, smile"))?;
+/// let cond = te.encode(&ids)?; // [1, ids.len(), 2304]
+/// # Ok::<(), sakiko_pipeline::PipelineError>(())
+/// ```
+#[derive(Debug)]
+pub struct TextEncoder<B: Backend> {
+    tokenizer: GemmaTokenizer,
+    path: PathBuf,
+    config: Gemma2Config,
+    options: EncoderOptions,
+    device: B::Device,
+    model: Option<Gemma2<B>>,
+}
+
+impl<B: Backend> TextEncoder<B> {
+    /// The tokenizer and configuration of `files`' text encoder (its weights are not read yet).
+    pub fn new(
+        files: &ModelFiles,
+        options: EncoderOptions,
+        device: B::Device,
+    ) -> Result<Self, PipelineError> {
+        Ok(Self {
+            tokenizer: files.load_tokenizer()?,
+            path: files.text_encoder.clone(),
+            config: files.text_encoder_config()?,
+            options,
+            device,
+            model: None,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Gemma2Config {
+        &self.config
+    }
+
+    /// The model input for `text` as given: BOS, then its ids; never truncated.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, PipelineError> {
+        Ok(self.tokenizer.encode(text)?)
+    }
+
+    /// Whether the weights are in memory.
+    pub fn is_loaded(&self) -> bool {
+        self.model.is_some()
+    }
+
+    /// Reads the weights (if not yet in memory).
+    pub fn load(&mut self) -> Result<(), PipelineError> {
+        if self.model.is_none() {
+            self.model = Some(self.read()?);
+        }
+        Ok(())
+    }
+
+    fn read(&self) -> Result<Gemma2<B>, PipelineError> {
+        Ok(Gemma2::load(
+            &self.path,
+            Some(self.config.clone()),
+            &self.device,
+        )?)
+    }
+
+    /// Frees the weights.
+    pub fn release(&mut self) {
+        self.model = None;
+    }
+
+    /// The conditioning for `ids`: `hidden_states[-2]`, `[1, ids.len(), hidden]`. Loads the
+    /// weights if needed (and keeps them).
+    pub fn encode(&mut self, ids: &[u32]) -> Result<Tensor<B, 3>, PipelineError> {
+        let model = match self.model.take() {
+            Some(m) => m,
+            None => self.read()?,
+        };
+        let hidden = model.forward(&[ids.to_vec()], self.options, &self.device);
+        self.model = Some(model);
+        Ok(hidden?.conditioning().narrow(1, 0, ids.len()))
+    }
+}
