@@ -15,7 +15,8 @@ Files (a ComfyUI `models/` folder): `diffusion_models/tiny_lumina_bf16.safetenso
 `model.diffusion_model.` prefix, bf16), `text_encoders/tiny_gemma2_fp16.safetensors` (HF names under
 `model.`, fp16, the SentencePiece model as the U8 tensor `spiece_model`), `vae/tiny_ae.safetensors`
 (BFL names, bf16); plus the text encoder's and VAE's `config.json` (their tiny widths cannot be
-detected from shapes), the init image, and `expected.safetensors`.
+detected from shapes), the denoiser's `config.json` (for the diffusers-folder and --dit-config
+paths; its shapes are detectable), the init image, and `expected.safetensors`.
 
     .venv-ref/bin/python tools/reference/pipeline.py   # writes crates/pipeline/tests/fixtures/e2e/
 """
@@ -101,6 +102,8 @@ def main():
     sd = {k: v.contiguous() for k, v in dit.state_dict().items()}
     save_file({"model.diffusion_model." + k: v.to(torch.bfloat16).contiguous() for k, v in to_original(sd, DIT).items()},
               os.path.join(models, "diffusion_models", "tiny_lumina_bf16.safetensors"))
+    with open(os.path.join(OUT, "dit_config.json"), "w") as f:
+        json.dump({"_class_name": "Lumina2Transformer2DModel", "_diffusers_version": diffusers.__version__, **DIT}, f, indent=2)
 
     # VAE (BFL names, bf16).
     vae = AutoencoderKL(**VAE_CONFIG).eval()

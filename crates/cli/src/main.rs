@@ -1,5 +1,8 @@
 //! `sakiko`: the Sakiko-Lumina command line.
 
+mod backend;
+mod generate;
+mod models;
 mod prompt;
 
 use std::process::ExitCode;
@@ -16,14 +19,55 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Generate images from a prompt (text → image, or image → image with --init-image).
+    Generate(Box<generate::GenerateArgs>),
+    /// Print a prompt's token ids: {"ids": [...], "count": N}.
+    Tokenize(models::TokenizeArgs),
+    /// Write a prompt's conditioning (Gemma's hidden_states[-2]) as the f32 tensor `cond`.
+    Encode(models::EncodeArgs),
+    /// Print a σ schedule: {"sigmas": [...]}.
+    Schedule(models::ScheduleArgs),
+    /// Print what a weight file holds (component, layout, dtypes, configuration) as JSON.
+    Inspect(models::InspectArgs),
     /// Build, check and normalise prompts.
     #[command(subcommand)]
     Prompt(prompt::PromptCommand),
 }
 
+/// A failure of a model command.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad arguments or an unusable build (exit status 2).
+    Usage(String),
+    /// Everything else (exit status 1).
+    Failed(String),
+}
+
+impl From<sakiko_pipeline::PipelineError> for CliError {
+    fn from(e: sakiko_pipeline::PipelineError) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Prompt(command) => command.run(),
+    let result = match cli.command {
+        Command::Prompt(command) => return command.run(),
+        Command::Generate(args) => args.run(),
+        Command::Tokenize(args) => args.run(),
+        Command::Encode(args) => args.run(),
+        Command::Schedule(args) => args.run(),
+        Command::Inspect(args) => args.run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Usage(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
     }
 }

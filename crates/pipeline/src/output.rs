@@ -105,3 +105,62 @@ pub fn save_f32(path: &Path, name: &str, shape: &[usize], values: &[f32]) -> Res
         .map_err(|e| e.to_string())?;
     safetensors::serialize_to_file([(name, view)], None, path).map_err(|e| e.to_string())
 }
+
+/// The parameters written into image `index` of a batch: one text chunk per setting (`prompt`,
+/// `negative_prompt`, `seed`, `batch_index`, `steps`, `cfg`, `guidance`, `sampler`, `scheduler`,
+/// `shift`, `width`, `height`, `denoise`, `dit`, `text_encoder`, `vae`, `software`) and an
+/// A1111-style `parameters` summary that image browsers and model sites read.
+pub fn png_parameters(
+    request: &crate::GenerationRequest,
+    files: &crate::ModelFiles,
+    index: usize,
+) -> Parameters {
+    let name = |p: &Path| {
+        p.file_name()
+            .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+    };
+    let g = &request.guidance;
+    let mut out: Parameters = vec![
+        ("prompt".into(), request.prompt.clone()),
+        ("negative_prompt".into(), request.negative.clone()),
+        ("seed".into(), request.seed.to_string()),
+        ("batch_index".into(), index.to_string()),
+        ("steps".into(), request.steps.to_string()),
+        ("cfg".into(), g.scale().to_string()),
+        ("guidance".into(), format!("{g:?}")),
+        ("sampler".into(), request.sampler.to_string()),
+        ("scheduler".into(), request.scheduler.to_string()),
+        ("shift".into(), request.shift.to_string()),
+        ("width".into(), request.width.to_string()),
+        ("height".into(), request.height.to_string()),
+    ];
+    if request.init_image.is_some() {
+        out.push(("denoise".into(), request.denoise.to_string()));
+    }
+    out.extend([
+        ("dit".into(), name(&files.dit)),
+        ("text_encoder".into(), name(&files.text_encoder)),
+        ("vae".into(), name(&files.vae)),
+        (
+            "software".into(),
+            concat!("sakiko-lumina ", env!("CARGO_PKG_VERSION")).into(),
+        ),
+    ]);
+    let summary = format!(
+        "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, Schedule type: {}, CFG scale: {}, \
+         Seed: {}, Size: {}x{}, Shift: {}, Model: {}",
+        request.model_text(),
+        request.negative,
+        request.steps,
+        request.sampler,
+        request.scheduler,
+        g.scale(),
+        request.seed,
+        request.width,
+        request.height,
+        request.shift,
+        name(&files.dit),
+    );
+    out.push(("parameters".into(), summary));
+    out
+}

@@ -1,0 +1,378 @@
+//! `sakiko generate`.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::backend::Backend;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use sakiko_pipeline::{
+    Event, GenerationRequest, ModelFiles, OutputDepth, Pipeline, Tiling, png_parameters,
+    save_latent, write_png,
+};
+use sakiko_sampling::{Guidance, RandnKernel};
+
+use crate::CliError;
+use crate::backend::{BackendChoice, Job};
+
+/// How the positive and negative predictions combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum GuidanceKind {
+    /// ComfyUI's CFG on x0 predictions.
+    Cfg,
+    /// ComfyUI's RenormCFG node (uses --cfg-trunc and --renorm).
+    RenormCfg,
+    /// CFG-Zero*.
+    ZeroStar,
+    /// diffusers' Lumina2Pipeline CFG (uses --cfg-trunc as the truncation ratio and --cfg-normalization).
+    Diffusers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Kernel {
+    /// PyTorch's AVX2 kernel (x86 CPUs with AVX2: most ComfyUI machines).
+    Avx2,
+    /// PyTorch's scalar kernel (ARM, older x86).
+    Scalar,
+}
+
+/// `sakiko generate`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("text").required(true).args(["prompt", "prompt_file"])))]
+pub struct GenerateArgs {
+    /// The prompt: natural language or the XML tag format (the Sakiko prefix is added once).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Read the prompt from a file.
+    #[arg(long, value_name = "F")]
+    prompt_file: Option<PathBuf>,
+    /// The negative prompt (no prefix; empty by default).
+    #[arg(long, default_value = "")]
+    negative: String,
+
+    /// The NextDiT denoiser: a file or diffusers folder (with --text-encoder and --vae).
+    #[arg(long, value_name = "F", requires_all = ["text_encoder", "vae"], conflicts_with_all = ["checkpoint", "hub"])]
+    dit: Option<PathBuf>,
+    /// The Gemma-2 text encoder.
+    #[arg(long, value_name = "F")]
+    text_encoder: Option<PathBuf>,
+    /// The VAE.
+    #[arg(long, value_name = "F")]
+    vae: Option<PathBuf>,
+    /// An all-in-one checkpoint holding all three.
+    #[arg(long, value_name = "F", conflicts_with_all = ["models_dir", "hub"])]
+    checkpoint: Option<PathBuf>,
+    /// A ComfyUI `models/` folder (diffusion_models/, text_encoders/, vae/); --dit, --text-encoder
+    /// and --vae may name files in it.
+    #[arg(long, value_name = "D", conflicts_with = "hub")]
+    models_dir: Option<PathBuf>,
+    /// A diffusers pipeline folder (transformer/, text_encoder/, tokenizer/, vae/).
+    #[arg(long, value_name = "D", conflicts_with_all = ["dit", "checkpoint", "models_dir", "hub"])]
+    diffusers: Option<PathBuf>,
+    /// Download from this Hugging Face repository (needs the `hub` feature and network).
+    #[arg(long, value_name = "REPO")]
+    hub: Option<String>,
+    /// The denoiser's diffusers config.json.
+    #[arg(long, value_name = "J")]
+    dit_config: Option<PathBuf>,
+    /// The text encoder's Hugging Face config.json.
+    #[arg(long, value_name = "J")]
+    text_encoder_config: Option<PathBuf>,
+    /// The VAE's diffusers config.json.
+    #[arg(long, value_name = "J")]
+    vae_config: Option<PathBuf>,
+    /// tokenizer.json or tokenizer.model (default: embedded in the text-encoder file).
+    #[arg(long, value_name = "F")]
+    tokenizer: Option<PathBuf>,
+
+    /// Width in pixels (multiple of 16).
+    #[arg(long, default_value_t = 1024)]
+    width: usize,
+    /// Height in pixels (multiple of 16).
+    #[arg(long, default_value_t = 1024)]
+    height: usize,
+    /// Sampling steps.
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    /// Guidance scale.
+    #[arg(long, default_value_t = 4.5)]
+    cfg: f32,
+    /// Guidance variant.
+    #[arg(long, value_enum, default_value_t = GuidanceKind::Cfg)]
+    guidance: GuidanceKind,
+    /// RenormCFG: CFG while σ < this; diffusers: CFG for this fraction of the steps.
+    #[arg(long, value_name = "X")]
+    cfg_trunc: Option<f32>,
+    /// RenormCFG's norm clamp (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    renorm: f32,
+    /// diffusers guidance: rescale to the positive prediction's norm.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    cfg_normalization: bool,
+    /// Sampler (ComfyUI names).
+    #[arg(long, default_value = "euler_ancestral")]
+    sampler: String,
+    /// Scheduler (ComfyUI names).
+    #[arg(long, default_value = "linear_quadratic")]
+    scheduler: String,
+    /// Flow shift.
+    #[arg(long, default_value_t = 6.0)]
+    shift: f32,
+    /// Ancestral noise amount (default: the sampler's).
+    #[arg(long)]
+    eta: Option<f32>,
+    /// Seed (default: random; it is printed and stored in the PNG).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Which torch.randn CPU kernel the noise reproduces.
+    #[arg(long, value_enum, default_value_t = Kernel::Avx2)]
+    noise_kernel: Kernel,
+    /// Images to generate (OUT gets `_0`, `_1`, … before its extension when more than one).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Image-to-image: the starting image (resized to --width × --height).
+    #[arg(long, value_name = "F", requires = "denoise")]
+    init_image: Option<PathBuf>,
+    /// Image-to-image strength in (0, 1].
+    #[arg(long, value_name = "X", requires = "init_image")]
+    denoise: Option<f64>,
+    /// Bits per channel of the PNG: 8 (as ComfyUI saves) or 16.
+    #[arg(long, default_value_t = 8, value_parser = clap::builder::ValueParser::new(parse_depth))]
+    depth: u8,
+    /// Decode the latent in tiles of this many latent pixels (less memory).
+    #[arg(long, value_name = "N")]
+    vae_tile: Option<usize>,
+    /// The backend to run on.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
+    backend: BackendChoice,
+    /// Also write the final latent (model space, before VAE scaling) as the f32 tensor `latent`.
+    #[arg(long, value_name = "F")]
+    save_latent: Option<PathBuf>,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Output PNG.
+    #[arg(short, long, value_name = "OUT.png")]
+    output: PathBuf,
+}
+
+impl GenerateArgs {
+    pub fn run(self) -> Result<(), CliError> {
+        let backend = self.backend;
+        backend.run(self)
+    }
+
+    fn files(&self) -> Result<ModelFiles, CliError> {
+        let mut files = if let Some(repo) = &self.hub {
+            hub(repo)?
+        } else if let Some(dir) = &self.diffusers {
+            ModelFiles::diffusers(dir)?
+        } else if let Some(ckpt) = &self.checkpoint {
+            let mut files = ModelFiles::checkpoint(ckpt);
+            // Single components may still be overridden.
+            files.text_encoder = self.text_encoder.clone().unwrap_or(files.text_encoder);
+            files.vae = self.vae.clone().unwrap_or(files.vae);
+            files
+        } else if let Some(dir) = &self.models_dir {
+            ModelFiles::models_dir_with(
+                dir,
+                [
+                    self.dit.as_deref(),
+                    self.text_encoder.as_deref(),
+                    self.vae.as_deref(),
+                ],
+            )?
+        } else {
+            match (&self.dit, &self.text_encoder, &self.vae) {
+                (Some(d), Some(t), Some(v)) => ModelFiles::new(d, t, v),
+                _ => {
+                    return Err(CliError::Usage(
+                        "give the models: --dit F --text-encoder F --vae F, --checkpoint F, \
+                         --models-dir D, --diffusers D or --hub REPO"
+                            .into(),
+                    ));
+                }
+            }
+        };
+        files.dit_config = self.dit_config.clone().or(files.dit_config);
+        files.text_encoder_config = self
+            .text_encoder_config
+            .clone()
+            .or(files.text_encoder_config);
+        files.vae_config = self.vae_config.clone().or(files.vae_config);
+        files.tokenizer = self.tokenizer.clone().or(files.tokenizer);
+        Ok(files)
+    }
+
+    fn request(&self) -> Result<GenerationRequest, CliError> {
+        let usage = |e: sakiko_sampling::SamplingError| CliError::Usage(e.to_string());
+        let prompt = match (&self.prompt, &self.prompt_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| CliError::Failed(format!("{}: {e}", f.display())))?,
+            (None, None) => String::new(),
+        };
+        let scale = self.cfg;
+        let guidance = match self.guidance {
+            GuidanceKind::Cfg => Guidance::Cfg { scale },
+            GuidanceKind::ZeroStar => Guidance::ZeroStar { scale },
+            GuidanceKind::RenormCfg => Guidance::RenormCfg {
+                scale,
+                trunc: self.cfg_trunc.unwrap_or(100.0),
+                renorm: self.renorm,
+            },
+            GuidanceKind::Diffusers => Guidance::Diffusers {
+                scale,
+                normalization: self.cfg_normalization,
+                trunc_ratio: self.cfg_trunc.unwrap_or(1.0),
+            },
+        };
+        let mut request = GenerationRequest::new(prompt)
+            .negative(&self.negative)
+            .size(self.width, self.height)
+            .steps(self.steps)
+            .guidance(guidance)
+            .sampler(self.sampler.parse().map_err(usage)?)
+            .scheduler(self.scheduler.parse().map_err(usage)?)
+            .shift(self.shift)
+            .seed(self.seed.unwrap_or_else(random_seed))
+            .batch(self.batch)
+            .depth(if self.depth == 16 {
+                OutputDepth::Sixteen
+            } else {
+                OutputDepth::Eight
+            });
+        request.eta = self.eta;
+        request.noise_kernel = match self.noise_kernel {
+            Kernel::Avx2 => RandnKernel::Avx2,
+            Kernel::Scalar => RandnKernel::Scalar,
+        };
+        if let (Some(path), Some(denoise)) = (&self.init_image, self.denoise) {
+            let image = image::open(path)
+                .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?
+                .to_rgb8();
+            request = request.init_image(image, denoise);
+        }
+        Ok(request)
+    }
+
+    /// Where image `index` of `batch` goes.
+    fn output_path(&self, index: usize, batch: usize) -> PathBuf {
+        if batch == 1 {
+            return self.output.clone();
+        }
+        let stem = self
+            .output
+            .file_stem()
+            .map_or_else(|| "image".into(), |s| s.to_string_lossy().into_owned());
+        let ext = self
+            .output
+            .extension()
+            .map_or_else(|| "png".into(), |s| s.to_string_lossy().into_owned());
+        self.output.with_file_name(format!("{stem}_{index}.{ext}"))
+    }
+}
+
+impl Job for GenerateArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<(), CliError> {
+        let request = self.request()?;
+        request.validate()?;
+        let files = self.files()?;
+        let mut pipeline = Pipeline::<B>::builder(files)
+            .device(device)
+            .vae_tiling(self.vae_tile.map(|tile| Tiling {
+                tile,
+                overlap: (tile / 8).max(1),
+            }))
+            .build()?;
+        let quiet = self.quiet;
+        let say = |line: String| {
+            if !quiet {
+                eprintln!("{line}");
+            }
+        };
+        say(format!("seed {}", request.seed));
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(request.steps as u64)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} steps, {elapsed} (eta {eta}) {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let result = pipeline.generate(&request, |event| {
+            match event {
+                Event::Step { step, steps, sigma } => {
+                    bar.set_length(*steps as u64);
+                    bar.set_position(*step as u64 + 1);
+                    bar.set_message(format!("σ {sigma:.3}"));
+                }
+                Event::Load { component, path } => {
+                    bar.suspend(|| say(format!("loading the {component} from {}", path.display())))
+                }
+                Event::Tokens { positive, negative } => {
+                    bar.suspend(|| say(format!("tokens: {positive} (negative: {negative})")))
+                }
+                Event::Warning(w) => bar.suspend(|| eprintln!("warning: {w}")),
+                Event::Memory(m) => bar.suspend(|| say(format!("memory: {m}"))),
+                Event::Decode => bar.suspend(|| say("decoding".into())),
+                Event::Release { .. } => {}
+            }
+            ControlFlow::Continue(())
+        });
+        bar.finish_and_clear();
+        let generation = result?;
+        if let Some(path) = &self.save_latent {
+            save_latent(path, &generation.latent)?;
+        }
+        let count = generation.images.len();
+        for (i, image) in generation.images.iter().enumerate() {
+            let path = self.output_path(i, count);
+            let written = write_png(&path, image, &png_parameters(&request, pipeline.files(), i));
+            if let Err(e) = written {
+                remove_partial(&path);
+                return Err(e.into());
+            }
+            say(format!("wrote {}", path.display()));
+        }
+        Ok(())
+    }
+}
+
+fn parse_depth(s: &str) -> Result<u8, String> {
+    match s {
+        "8" => Ok(8),
+        "16" => Ok(16),
+        _ => Err("8 or 16".into()),
+    }
+}
+
+fn remove_partial(path: &Path) {
+    // Best effort: a failed write should not leave a broken image behind.
+    let _ = std::fs::remove_file(path);
+}
+
+/// A seed from the clock, for runs without --seed.
+fn random_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    (nanos as u64) & 0xffff_ffff_ffff
+}
+
+#[cfg(feature = "hub")]
+fn hub(repo: &str) -> Result<ModelFiles, CliError> {
+    Ok(sakiko_pipeline::HubSource::new(repo).download()?)
+}
+
+#[cfg(not(feature = "hub"))]
+fn hub(_: &str) -> Result<ModelFiles, CliError> {
+    Err(CliError::Usage(
+        "this `sakiko` was built without Hugging Face downloads; rebuild it with \
+         `cargo install sakiko-cli --features hub`, or download the files and pass them"
+            .into(),
+    ))
+}
