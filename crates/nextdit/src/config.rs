@@ -32,8 +32,9 @@ pub struct NextDitConfig {
     pub norm_eps: f64,
     /// RoPE dimensions per axis (32, 32, 32); they sum to the head dimension.
     pub axes_dim_rope: Vec<usize>,
-    /// RoPE table lengths per axis (300, 512, 512): the largest caption length and latent rows and
-    /// columns (in patches) the model accepts, plus one.
+    /// RoPE table lengths per axis (300, 512, 512) in diffusers, which precomputes its tables; the
+    /// angles are computed per position here (as ComfyUI does), so longer captions and larger
+    /// latents run too, outside what the model was trained on.
     pub axes_lens: Vec<usize>,
     /// Text feature width (2304 for Gemma-2-2B).
     pub cap_feat_dim: usize,

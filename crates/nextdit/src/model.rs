@@ -264,23 +264,13 @@ impl<B: Backend> NextDit<B> {
                 cap_lens.len()
             ));
         }
-        if let Some(&len) = cap_lens
-            .iter()
-            .find(|&&len| len == 0 || len > l || len >= c.axes_lens[0])
-        {
-            return bad(format!(
-                "caption length {len} must be in 1..={} (and below {})",
-                l, c.axes_lens[0]
-            ));
+        // Positions are not limited to `axes_lens` (diffusers' precomputed tables): the angles
+        // are computed per position, as ComfyUI does, so long prompts and large images work.
+        if let Some(&len) = cap_lens.iter().find(|&&len| len == 0 || len > l) {
+            return bad(format!("caption length {len} must be in 1..={l}"));
         }
-        let p = c.patch_size;
-        let (hp, wp) = (h.div_ceil(p), w.div_ceil(p));
-        if h == 0 || w == 0 || hp >= c.axes_lens[1] || wp >= c.axes_lens[2] {
-            return bad(format!(
-                "latent {h}×{w} is {hp}×{wp} patches; the model's position tables allow up to {}×{}",
-                c.axes_lens[1] - 1,
-                c.axes_lens[2] - 1
-            ));
+        if h == 0 || w == 0 {
+            return bad(format!("latent {h}×{w} is empty"));
         }
         Ok(())
     }

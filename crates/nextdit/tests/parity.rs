@@ -189,14 +189,12 @@ fn bad_inputs_are_typed_errors() {
             vec![6],
             "caption length 6",
         ),
-        (
-            Tensor::zeros([1, 4, 300, 8], &device),
-            cap.clone(),
-            vec![0.5],
-            vec![5],
-            "position tables",
-        ),
     ];
+    // Beyond diffusers' 128-entry position tables: angles are computed per position, as ComfyUI does.
+    let tall = model
+        .forward(Tensor::zeros([1, 4, 300, 8], &device), &[0.5], cap.clone(), &[5])
+        .expect("positions beyond axes_lens");
+    assert_eq!(tall.dims(), [1, 4, 300, 8]);
     for (x, cap, t, lens, expect) in cases {
         let err = model.forward(x, &t, cap, &lens).unwrap_err();
         assert!(matches!(err, NextDitError::Input(_)), "{err}");
