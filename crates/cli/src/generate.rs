@@ -39,6 +39,8 @@ enum Kernel {
 /// `sakiko generate`.
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("text").required(true).args(["prompt", "prompt_file"])))]
+// A later option overrides an earlier one (handy for scripts that append to a base command).
+#[command(args_override_self = true)]
 pub struct GenerateArgs {
     /// The prompt: natural language or the XML tag format (the Sakiko prefix is added once).
     #[arg(long)]
@@ -51,7 +53,7 @@ pub struct GenerateArgs {
     negative: String,
 
     /// The NextDiT denoiser: a file or diffusers folder (with --text-encoder and --vae).
-    #[arg(long, value_name = "F", requires_all = ["text_encoder", "vae"], conflicts_with_all = ["checkpoint", "hub"])]
+    #[arg(long, value_name = "F", conflicts_with_all = ["checkpoint", "hub"])]
     dit: Option<PathBuf>,
     /// The Gemma-2 text encoder.
     #[arg(long, value_name = "F")]

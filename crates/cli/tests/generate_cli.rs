@@ -1,0 +1,351 @@
+//! `sakiko generate | tokenize | encode | schedule | inspect` against the end-to-end reference
+//! (`tools/reference/pipeline.py`), and their handling of bad input.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use sakiko_weights::WeightFile;
+
+fn sakiko() -> Command {
+    Command::cargo_bin("sakiko").expect("the sakiko binary is built")
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipeline/tests/fixtures/e2e")
+        .join(name)
+}
+
+fn model(name: &str) -> String {
+    fixture("models").join(name).display().to_string()
+}
+
+fn expected() -> WeightFile {
+    WeightFile::open(fixture("expected.safetensors")).expect("expected.safetensors")
+}
+
+fn ids(key: &str) -> Vec<u32> {
+    expected()
+        .read_bytes(key)
+        .expect("ids")
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as u32)
+        .collect()
+}
+
+const EULER_PROMPT: &str =
+    "<tags>\n<special>1girl</special>\n<general>blue hair, smile</general>\n</tags>";
+
+/// `generate` arguments of the reference case `name`, with the models folder and configs.
+fn case(name: &str) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "generate",
+        "--models-dir",
+        &fixture("models").display().to_string(),
+        "--text-encoder-config",
+        &fixture("text_encoder_config.json").display().to_string(),
+        "--vae-config",
+        &fixture("vae_config.json").display().to_string(),
+        "--quiet",
+    ]
+    .map(String::from)
+    .to_vec();
+    let rest: Vec<String> = match name {
+        "euler" => vec![
+            "--prompt", EULER_PROMPT, "--width", "64", "--height", "48", "--steps", "6", "--cfg",
+            "4.5", "--sampler", "euler", "--seed", "42",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect(),
+        "ancestral" => [
+            "--prompt", "a girl with blue hair under cherry blossoms", "--negative",
+            "lowres, bad anatomy", "--width", "48", "--height", "64", "--steps", "5", "--cfg",
+            "4.0", "--sampler", "euler_ancestral", "--seed", "7", "--batch", "2",
+        ]
+        .map(String::from)
+        .to_vec(),
+        "img2img" => vec![
+            "--prompt".into(), "1girl, smile".into(), "--width".into(), "64".into(),
+            "--height".into(), "48".into(), "--steps".into(), "5".into(), "--cfg".into(),
+            "3.0".into(), "--sampler".into(), "euler".into(), "--seed".into(), "3".into(),
+            "--init-image".into(), fixture("init.png").display().to_string(), "--denoise".into(),
+            "0.6".into(),
+        ],
+        other => panic!("no case {other}"),
+    };
+    args.extend(rest);
+    args
+}
+
+/// Runs case `name` on `backend` and compares the latent (≤ 1e-4) and the PNGs (≤ 1 level).
+fn reproduce(name: &str, backend: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.png");
+    let latent = dir.path().join("latent.safetensors");
+    sakiko()
+        .args(case(name))
+        .args(["--backend", backend, "--save-latent"])
+        .arg(&latent)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    let (ours, shape) = WeightFile::open(&latent)
+        .and_then(|f| f.read_f32("latent"))
+        .expect("latent");
+    let (want, want_shape) = expected().read_f32(&format!("{name}/latent")).expect("reference");
+    assert_eq!(shape, want_shape);
+    let err = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    println!("{name} on {backend}: latent max |Δ| {err:.2e}");
+    assert!(err < 1e-4, "{name} on {backend}: latent differs by {err}");
+
+    let batch = shape[0];
+    let reference = expected().read_bytes(&format!("{name}/image")).expect("image");
+    let mut pixels = Vec::new();
+    for i in 0..batch {
+        let path = if batch == 1 { out.clone() } else { dir.path().join(format!("out_{i}.png")) };
+        pixels.extend(image::open(&path).expect("png").to_rgb8().into_raw());
+    }
+    assert_eq!(pixels.len(), reference.len());
+    let worst = pixels.iter().zip(&reference).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
+    assert!(worst <= 1, "{name} on {backend}: pixels differ by {worst} levels");
+}
+
+#[test]
+fn generate_euler_reproduces_the_reference() {
+    reproduce("euler", "flex");
+}
+
+#[test]
+fn generate_euler_ancestral_batch_reproduces_the_reference() {
+    reproduce("ancestral", "flex");
+}
+
+#[test]
+fn generate_img2img_reproduces_the_reference() {
+    reproduce("img2img", "flex");
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn generate_reproduces_the_reference_on_wgpu() {
+    for name in ["euler", "ancestral", "img2img"] {
+        reproduce(name, "wgpu");
+    }
+}
+
+#[test]
+fn the_png_carries_the_parameters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.png");
+    sakiko()
+        .args(case("euler"))
+        .args(["--steps", "1", "--negative", "lowres, 悪い", "--depth", "16", "-o"])
+        .arg(&out)
+        .assert()
+        .success();
+    let text = sakiko_pipeline::read_png_text(&out).expect("text chunks");
+    let get = |k: &str| text.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("prompt"), Some(EULER_PROMPT));
+    assert_eq!(get("negative_prompt"), Some("lowres, 悪い"));
+    assert_eq!(get("seed"), Some("42"));
+    assert_eq!(get("steps"), Some("1"));
+    assert_eq!(get("cfg"), Some("4.5"));
+    assert_eq!(get("sampler"), Some("euler"));
+    assert_eq!(get("scheduler"), Some("linear_quadratic"));
+    assert_eq!(get("shift"), Some("6"));
+    assert_eq!((get("width"), get("height")), (Some("64"), Some("48")));
+    assert_eq!(get("dit"), Some("tiny_lumina_bf16.safetensors"));
+    assert_eq!(get("text_encoder"), Some("tiny_gemma2_fp16.safetensors"));
+    assert_eq!(get("vae"), Some("tiny_ae.safetensors"));
+    let summary = get("parameters").expect("parameters");
+    assert!(summary.starts_with(sakiko_prompt::PREFIX));
+    assert!(summary.contains("Steps: 1, Sampler: euler, Schedule type: linear_quadratic, CFG scale: 4.5, Seed: 42, Size: 64x48"));
+    let img = image::open(&out).expect("png");
+    assert_eq!(img.color(), image::ColorType::Rgb16);
+}
+
+#[test]
+fn tokenize_prints_ids_and_count() {
+    let te = model("text_encoders/tiny_gemma2_fp16.safetensors");
+    let output = sakiko()
+        .args(["tokenize", "--text-encoder", &te, "--prefix", EULER_PROMPT])
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let want = ids("euler/ids_positive");
+    assert_eq!(json["count"], want.len());
+    assert_eq!(json["ids"], serde_json::json!(want));
+    // Without --prefix the text is taken as given; the prefix is never added twice.
+    let with = format!("{} {EULER_PROMPT}", sakiko_prompt::PREFIX);
+    for args in [vec![with.as_str()], vec!["--prefix", with.as_str()]] {
+        let output = sakiko()
+            .args(["tokenize", "--text-encoder", &te])
+            .args(args)
+            .output()
+            .expect("run");
+        let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+        assert_eq!(json["ids"], serde_json::json!(want));
+    }
+    sakiko()
+        .args(["tokenize", "--text-encoder", &te, ""])
+        .assert()
+        .success()
+        .stdout("{\"count\":1,\"ids\":[2]}\n");
+}
+
+#[test]
+fn encode_writes_the_conditioning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("cond.safetensors");
+    sakiko()
+        .args([
+            "encode",
+            "--text-encoder",
+            &model("text_encoders/tiny_gemma2_fp16.safetensors"),
+            "--text-encoder-config",
+            &fixture("text_encoder_config.json").display().to_string(),
+            "--prefix",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(EULER_PROMPT)
+        .assert()
+        .success();
+    let (cond, shape) = WeightFile::open(&out).and_then(|f| f.read_f32("cond")).expect("cond");
+    let (want, want_shape) = expected().read_f32("euler/cond").expect("reference");
+    assert_eq!(shape, want_shape);
+    assert_eq!(shape, [1, 124, 32]);
+    let err = cond.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(err < 5e-5, "cond differs by {err}");
+}
+
+fn sigmas(args: &[&str]) -> Vec<f32> {
+    let output = sakiko().arg("schedule").args(args).output().expect("run");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    serde_json::from_value(json["sigmas"].clone()).expect("numbers")
+}
+
+#[test]
+fn schedule_prints_the_reference_sigmas() {
+    for (name, args) in [
+        ("euler", vec!["--scheduler", "linear_quadratic", "--steps", "6"]),
+        ("img2img", vec!["--scheduler", "linear_quadratic", "--steps", "5", "--denoise", "0.6"]),
+    ] {
+        let ours = sigmas(&args);
+        let (want, _) = expected().read_f32(&format!("{name}/sigmas")).expect("reference");
+        assert_eq!(ours.len(), want.len());
+        assert!(ours.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6), "{ours:?} vs {want:?}");
+    }
+    sakiko()
+        .args(["schedule", "--scheduler", "karas", "--steps", "4"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("did you mean `karras`"));
+}
+
+#[test]
+fn inspect_reports_component_layout_and_config() {
+    let output = sakiko()
+        .args(["inspect", &model("diffusion_models/tiny_lumina_bf16.safetensors")])
+        .output()
+        .expect("run");
+    assert!(output.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    let dit = &json["components"][0];
+    assert_eq!(dit["component"], "dit");
+    assert_eq!(dit["layout"], "original");
+    assert_eq!(dit["prefix"], "model.diffusion_model.");
+    assert_eq!(dit["config"]["hidden_size"], 36);
+    assert_eq!(dit["config"]["num_kv_heads"], 1);
+    assert_eq!(json["dtypes"]["BF16"].as_u64().map(|n| n > 10), Some(true));
+    // The tiny VAE's group count cannot be detected: reported, not hidden.
+    let output = sakiko()
+        .args(["inspect", &model("vae/tiny_ae.safetensors")])
+        .output()
+        .expect("run");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
+    assert_eq!(json["components"][0]["component"], "vae");
+    assert!(json["components"][0]["detection_error"].is_string());
+    sakiko()
+        .args(["inspect", &fixture("init.png").display().to_string()])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("init.png"));
+}
+
+/// A failing `generate`: non-zero exit, `error:` naming `mention`, no output file.
+fn fails(extra: &[&str], mention: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.png");
+    let mut args = case("euler");
+    args.retain(|a| a != "--quiet");
+    sakiko()
+        .args(args)
+        .args(extra)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("error:").and(predicate::str::contains(mention)))
+        .stderr(predicate::str::contains("panicked").not());
+    assert!(!out.exists(), "{} was written", out.display());
+}
+
+#[test]
+fn generate_rejects_bad_input_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.safetensors");
+    std::fs::write(&garbage, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").expect("write");
+    let garbage = garbage.display().to_string();
+    let te = model("text_encoders/tiny_gemma2_fp16.safetensors");
+    let vae = model("vae/tiny_ae.safetensors");
+    fails(&["--width", "1000"], "width");
+    fails(&["--height", "8"], "height");
+    fails(&["--batch", "0"], "batch size");
+    fails(&["--prompt", "<tags>\n<general>blue hair</tags>"], "invalid prompt");
+    fails(&["--sampler", "eulr"], "did you mean `euler`");
+    fails(&["--dit", "missing.safetensors"], "missing.safetensors");
+    fails(&["--dit", &garbage], "garbage.safetensors");
+    fails(&["--dit", &vae, "--text-encoder", &te, "--vae", &vae], "expected a NextDiT denoiser file");
+    fails(&["--backend", "cuda"], "cuda");
+}
+
+#[test]
+fn generate_needs_models_and_a_prompt() {
+    sakiko()
+        .args(["generate", "--prompt", "x", "-o", "/tmp/never.png"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--models-dir"));
+    sakiko()
+        .args(["generate", "--models-dir", "x", "-o", "/tmp/never.png"])
+        .assert()
+        .code(2);
+    #[cfg(not(feature = "hub"))]
+    sakiko()
+        .args(["generate", "--prompt", "x", "--hub", "owner/repo", "-o", "/tmp/never.png"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--features hub"));
+}
+
+#[cfg(feature = "hub")]
+#[test]
+fn hub_downloads_fail_clearly_offline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.png");
+    sakiko()
+        .env("HF_ENDPOINT", "http://127.0.0.1:9")
+        .env("HF_HOME", dir.path())
+        .args(["generate", "--prompt", "x", "--hub", "owner/repo", "-o"])
+        .arg(&out)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("cannot list owner/repo").and(predicate::str::contains("without network")));
+    assert!(!out.exists());
+}
