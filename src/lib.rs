@@ -4,10 +4,32 @@
 //! family, on [Burn](https://burn.dev), from the weight files people already have.
 //!
 //! This crate is the facade: it re-exports the workspace crates, so `cargo add sakiko-lumina` is
-//! all a user needs. Today it ships the prompt format ([`prompt`]), ComfyUI-exact sampling
-//! ([`sampling`]), the Gemma-2 text encoder and tokenizer ([`gemma`]), the NextDiT denoiser
-//! ([`nextdit`]), the FLUX autoencoder ([`vae`]) and the weight reader ([`weights`]); the
-//! pipeline follows. Backends are cargo features: `flex` (CPU, default), `wgpu`, `cuda`.
+//! all a user needs: text → image ([`pipeline`]: model-file discovery, generation, PNG output),
+//! the prompt format ([`prompt`]), ComfyUI-exact sampling ([`sampling`]), the Gemma-2 text
+//! encoder and tokenizer ([`gemma`]), the NextDiT denoiser ([`nextdit`]), the FLUX autoencoder
+//! ([`vae`]) and the weight reader ([`weights`]). Backends are cargo features: `flex` (CPU,
+//! default), `wgpu`, `cuda`; `hub` adds Hugging Face downloads.
+//!
+//! Generating an image (here with the tiny test models in the repository; point
+//! `ModelFiles::models_dir` at a ComfyUI `models/` folder for the real ones):
+//!
+//! ```
+//! use std::ops::ControlFlow;
+//! use sakiko_lumina::backend::Flex;
+//! use sakiko_lumina::pipeline::{GenerationRequest, ModelFiles, Pipeline};
+//!
+//! let e2e = concat!(env!("CARGO_MANIFEST_DIR"), "/crates/pipeline/tests/fixtures/e2e");
+//! let files = ModelFiles::models_dir(format!("{e2e}/models"))?
+//!     .with_text_encoder_config(format!("{e2e}/text_encoder_config.json"))
+//!     .with_vae_config(format!("{e2e}/vae_config.json"));
+//! let mut pipeline = Pipeline::<Flex>::builder(files).build()?;
+//! let request = GenerationRequest::new("1girl, blue hair").size(64, 48).steps(4).seed(42);
+//! let result = pipeline.generate(&request, |_event| ControlFlow::Continue(()))?;
+//! assert_eq!((result.images[0].width(), result.images[0].height()), (64, 48));
+//! # Ok::<(), sakiko_lumina::pipeline::PipelineError>(())
+//! ```
+//!
+//! Building a prompt in the model's XML format:
 //!
 //! ```
 //! use sakiko_lumina::prompt::{Rating, TagPrompt};
@@ -26,6 +48,7 @@
 pub use burn;
 pub use sakiko_gemma as gemma;
 pub use sakiko_nextdit as nextdit;
+pub use sakiko_pipeline as pipeline;
 pub use sakiko_prompt as prompt;
 pub use sakiko_sampling as sampling;
 pub use sakiko_vae as vae;

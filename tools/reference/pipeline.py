@@ -75,41 +75,70 @@ def perturb(model, gen, rounding, norm_one):
             p.copy_(p.to(rounding).to(F32))
 
 
-def main():
+def models():
+    """The three tiny models (deterministic: the same weights every call) and the tokenizer."""
     torch.manual_seed(0)
-    torch.set_num_threads(1)
-    models = os.path.join(OUT, "models")
-    for sub in ("diffusion_models", "text_encoders", "vae"):
-        os.makedirs(os.path.join(models, sub), exist_ok=True)
     gen = torch.Generator().manual_seed(1)
+    gemma = Gemma2Model(Gemma2Config(**GEMMA, attn_implementation="eager")).eval()
+    perturb(gemma, gen, torch.float16, norm_one=False)  # Gemma norms are (1 + w)
+    dit = Lumina2Transformer2DModel(**DIT).eval()
+    perturb(dit, gen, torch.bfloat16, norm_one=True)
+    vae = AutoencoderKL(**VAE_CONFIG).eval()
+    perturb(vae, gen, torch.bfloat16, norm_one=True)
+    return gemma, dit, vae, spm.SentencePieceProcessor(model_file=SPM)
+
+
+def encode_text(gemma, sp, text):
+    """SentencePiece ids with BOS, and Gemma's hidden_states[-2]."""
+    ids = [2] + sp.encode(text)
+    with torch.no_grad():
+        h = gemma(torch.tensor([ids]), output_hidden_states=True).hidden_states[-2]
+    return ids, h
+
+
+def x0(dit, x, sigma, cap):
+    """ComfyUI's Lumina2 wrapper: t = 1 − σ, output negated, x0 = x − σ·out."""
+    t = torch.full([x.shape[0]], 1.0, dtype=F32) - sigma
+    capb = cap.repeat(x.shape[0], 1, 1)
+    mask = torch.ones(capb.shape[:2], dtype=torch.bool)
+    with torch.no_grad():
+        out = -dit(x, t, capb, mask, return_dict=False)[0]
+    return x - out * sigma
+
+
+def cfg_x0(dit, x, sigma, cond, uncond, scale):
+    """CFG on x0, cond and uncond in separate passes (their lengths differ)."""
+    c_ = x0(dit, x, sigma, cond)
+    u_ = x0(dit, x, sigma, uncond)
+    return u_ + (c_ - u_) * scale
+
+
+def main():
+    torch.set_num_threads(1)
+    models_dir = os.path.join(OUT, "models")
+    for sub in ("diffusion_models", "text_encoders", "vae"):
+        os.makedirs(os.path.join(models_dir, sub), exist_ok=True)
+    gemma, dit, vae, sp = models()
 
     # Text encoder (ComfyUI fp16 layout + embedded SentencePiece model).
-    gcfg = Gemma2Config(**GEMMA, attn_implementation="eager")
-    gemma = Gemma2Model(gcfg).eval()
-    perturb(gemma, gen, torch.float16, norm_one=False)  # Gemma norms are (1 + w)
     with open(SPM, "rb") as f:
         proto = f.read()
     te = {"model." + k: v.to(torch.float16).contiguous() for k, v in gemma.state_dict().items()}
     te["spiece_model"] = torch.frombuffer(bytearray(proto), dtype=torch.uint8)
-    save_file(te, os.path.join(models, "text_encoders", "tiny_gemma2_fp16.safetensors"))
+    save_file(te, os.path.join(models_dir, "text_encoders", "tiny_gemma2_fp16.safetensors"))
     with open(os.path.join(OUT, "text_encoder_config.json"), "w") as f:
         json.dump({"model_type": "gemma2", **GEMMA}, f, indent=2)
-    sp = spm.SentencePieceProcessor(model_file=SPM)
 
     # Denoiser (original names, all-in-one prefix, bf16).
-    dit = Lumina2Transformer2DModel(**DIT).eval()
-    perturb(dit, gen, torch.bfloat16, norm_one=True)
     sd = {k: v.contiguous() for k, v in dit.state_dict().items()}
     save_file({"model.diffusion_model." + k: v.to(torch.bfloat16).contiguous() for k, v in to_original(sd, DIT).items()},
-              os.path.join(models, "diffusion_models", "tiny_lumina_bf16.safetensors"))
+              os.path.join(models_dir, "diffusion_models", "tiny_lumina_bf16.safetensors"))
     with open(os.path.join(OUT, "dit_config.json"), "w") as f:
         json.dump({"_class_name": "Lumina2Transformer2DModel", "_diffusers_version": diffusers.__version__, **DIT}, f, indent=2)
 
     # VAE (BFL names, bf16).
-    vae = AutoencoderKL(**VAE_CONFIG).eval()
-    perturb(vae, gen, torch.bfloat16, norm_one=True)
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in to_bfl(vae.state_dict()).items()},
-              os.path.join(models, "vae", "tiny_ae.safetensors"))
+              os.path.join(models_dir, "vae", "tiny_ae.safetensors"))
     with open(os.path.join(OUT, "vae_config.json"), "w") as f:
         json.dump({"_class_name": "AutoencoderKL", "_diffusers_version": diffusers.__version__, **VAE_CONFIG}, f, indent=2)
 
@@ -119,10 +148,7 @@ def main():
     Image.fromarray(init).save(os.path.join(OUT, "init.png"))
 
     def encode(text):
-        ids = [2] + sp.encode(text)
-        with torch.no_grad():
-            h = gemma(torch.tensor([ids]), output_hidden_states=True).hidden_states[-2]
-        return ids, h
+        return encode_text(gemma, sp, text)
 
     ms = S.FlowSampling(shift=6.0)
     expected = {}
@@ -143,18 +169,8 @@ def main():
             expected[f"{name}/init_latent"] = latent
         x = sigmas[0] * noise + (1 - sigmas[0]) * latent
 
-        def x0(x, sigma, cap):
-            t = torch.full([x.shape[0]], 1.0, dtype=F32) - sigma
-            capb = cap.repeat(x.shape[0], 1, 1)
-            mask = torch.ones(capb.shape[:2], dtype=torch.bool)
-            with torch.no_grad():
-                out = -dit(x, t, capb, mask, return_dict=False)[0]
-            return x - out * sigma
-
         def model(x, sigma, i, capture):
-            c_ = x0(x, sigma, cond)
-            u_ = x0(x, sigma, uncond)
-            return u_ + (c_ - u_) * c["cfg"]
+            return cfg_x0(dit, x, sigma, cond, uncond, c["cfg"])
 
         anc = torch.Generator().manual_seed(c["seed"])
         states = S.run_sampler(c["sampler"], x, sigmas, model,
