@@ -136,6 +136,24 @@ fn generate_reproduces_the_reference_on_wgpu() {
     }
 }
 
+#[cfg(feature = "wgpu")]
+#[test]
+fn generate_without_vulkan_fails_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.png");
+    sakiko()
+        .env("VK_ICD_FILENAMES", "/nonexistent.json")
+        .env("VK_DRIVER_FILES", "/nonexistent.json")
+        .args(case("euler"))
+        .args(["--backend", "wgpu", "-o"])
+        .arg(&out)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("error: the wgpu backend cannot run here"))
+        .stderr(predicate::str::contains("panicked").not());
+    assert!(!out.exists());
+}
+
 #[test]
 fn the_png_carries_the_parameters() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -1,6 +1,8 @@
 //! Checking that a backend can run before loading gigabytes onto it.
 
+use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::{ElementConversion, Tensor, backend::Backend};
 
@@ -19,27 +21,53 @@ use crate::PipelineError;
 /// # Ok::<(), sakiko_pipeline::PipelineError>(())
 /// ```
 pub fn check_backend<B: Backend>(device: &B::Device) -> Result<(), PipelineError> {
+    // Backends start devices on worker threads; their panic messages say what is missing, the
+    // main thread only sees a closed channel. Record every message while the probe runs.
+    let messages = Arc::new(Mutex::new(Vec::<String>::new()));
     let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    let record = Arc::clone(&messages);
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut m) = record.lock() {
+            m.push(payload_text(info.payload()));
+        }
+    }));
+    // `B::name` itself starts the device on some backends, so it runs inside the probe too.
     let result = catch_unwind(AssertUnwindSafe(|| {
         let x = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], device);
-        x.sum().into_scalar().elem::<f32>()
+        (x.sum().into_scalar().elem::<f32>(), B::name(device))
     }));
     std::panic::set_hook(hook);
-    let backend = B::name(device);
     match result {
-        Ok(sum) if sum == 6.0 => Ok(()),
-        Ok(sum) => Err(PipelineError::Backend {
+        Ok((sum, _)) if sum == 6.0 => Ok(()),
+        Ok((sum, backend)) => Err(PipelineError::Backend {
             backend,
             reason: format!("a test sum gave {sum} instead of 6"),
         }),
         Err(panic) => Err(PipelineError::Backend {
-            backend,
-            reason: panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "the backend failed to start".into()),
+            backend: short_name::<B>(),
+            reason: messages
+                .lock()
+                .ok()
+                .and_then(|m| m.first().cloned())
+                .unwrap_or_else(|| payload_text(panic.as_ref())),
         }),
     }
+}
+
+/// `wgpu`, `cuda` or `flex` from the backend's type name (the backend's own `name` needs a working
+/// device).
+fn short_name<B: Backend>() -> String {
+    let full = std::any::type_name::<B>();
+    ["Wgpu", "Cuda", "Flex", "Rocm", "Metal", "Vulkan"]
+        .iter()
+        .find(|n| full.contains(*n))
+        .map_or_else(|| full.to_owned(), |n| n.to_lowercase())
+}
+
+fn payload_text(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "the backend failed to start".into())
 }
