@@ -25,11 +25,15 @@ fn bench(c: &mut Criterion) {
     let mut cond = |text: &str| Conditioning {
         features: te.encode(&te.tokenize(text).expect("ids")).expect("cond"),
     };
-    let (positive, negative) = (cond(&sakiko_lumina::prompt::with_prefix("1girl, smile")), cond(""));
+    let (positive, negative) = (
+        cond(&sakiko_lumina::prompt::with_prefix("1girl, smile")),
+        cond(""),
+    );
     let dit = NextDit::<Flex>::load(&files.dit, &device).expect("dit");
     let mut denoiser = LuminaDenoiser::new(&dit, positive, negative);
     // 1024×1024 in latent patches would be 4096 tokens; the tiny model runs 512×512 (1024 tokens).
-    let x: Tensor<Flex, 4> = TorchGenerator::new(0).randn_tensor([1, 16, 64, 64], RandnKernel::Avx2, &device);
+    let x: Tensor<Flex, 4> =
+        TorchGenerator::new(0).randn_tensor([1, 16, 64, 64], RandnKernel::Avx2, &device);
     c.bench_function("cfg step, tiny e2e model, 512x512", |b| {
         b.iter(|| denoiser.denoise_pair(&x, 0.5).expect("step"))
     });

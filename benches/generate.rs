@@ -29,13 +29,16 @@ fn bench(c: &mut Criterion) {
             .cache_embeddings(false)
             .build()
             .expect("pipeline");
-        c.bench_function(&format!("generate 256x256, 10 steps, tiny models, {name}"), |b| {
-            b.iter(|| {
-                pipeline
-                    .generate(&request, |_| ControlFlow::Continue(()))
-                    .expect("generation")
-            })
-        });
+        c.bench_function(
+            &format!("generate 256x256, 10 steps, tiny models, {name}"),
+            |b| {
+                b.iter(|| {
+                    pipeline
+                        .generate(&request, |_| ControlFlow::Continue(()))
+                        .expect("generation")
+                })
+            },
+        );
     }
 }
 

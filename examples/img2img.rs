@@ -23,7 +23,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(args.next().unwrap_or_else(|| "img2img.png".into()));
     let image = image::open(&input)?.to_rgb8();
     // Sides rounded down to multiples of 16; the image is resized to them.
-    let (width, height) = (image.width() as usize / 16 * 16, image.height() as usize / 16 * 16);
+    let (width, height) = (
+        image.width() as usize / 16 * 16,
+        image.height() as usize / 16 * 16,
+    );
 
     let mut pipeline = Pipeline::<Flex>::builder(common::model_files(models)?).build()?;
     let request = GenerationRequest::new("1girl, smile, watercolor")
@@ -33,7 +36,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .seed(3)
         .init_image(image, 0.6);
     let result = pipeline.generate(&request, |_| ControlFlow::Continue(()))?;
-    write_png(&out, &result.images[0], &png_parameters(&request, pipeline.files(), 0))?;
+    write_png(
+        &out,
+        &result.images[0],
+        &png_parameters(&request, pipeline.files(), 0),
+    )?;
     println!("{} → {}", input.display(), out.display());
     Ok(())
 }

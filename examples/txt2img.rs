@@ -28,13 +28,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     .seed(42);
     let result = pipeline.generate(&request, |event| {
         match event {
-            Event::Step { step, steps, sigma } => eprintln!("step {}/{steps} (σ {sigma:.3})", step + 1),
+            Event::Step { step, steps, sigma } => {
+                eprintln!("step {}/{steps} (σ {sigma:.3})", step + 1)
+            }
             Event::Warning(w) => eprintln!("warning: {w}"),
             other => eprintln!("{other:?}"),
         }
         ControlFlow::Continue(())
     })?;
-    write_png(&out, &result.images[0], &png_parameters(&request, pipeline.files(), 0))?;
-    println!("{} ({} prompt tokens)", out.display(), result.positive_tokens);
+    write_png(
+        &out,
+        &result.images[0],
+        &png_parameters(&request, pipeline.files(), 0),
+    )?;
+    println!(
+        "{} ({} prompt tokens)",
+        out.display(),
+        result.positive_tokens
+    );
     Ok(())
 }

@@ -33,7 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut pipeline = Pipeline::<Flex>::builder(common::model_files(models)?).build()?;
     for seed in [1, 2] {
-        let request = GenerationRequest::new(&prompt).size(width, height).batch(2).seed(seed);
+        let request = GenerationRequest::new(&prompt)
+            .size(width, height)
+            .batch(2)
+            .seed(seed);
         let mut loaded = Vec::new();
         let result = pipeline.generate(&request, |event| {
             if let Event::Load { component, .. } = event {
@@ -44,7 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("seed {seed}: loaded {loaded:?}");
         for (i, image) in result.images.iter().enumerate() {
             let path = format!("xml_prompt_{seed}_{i}.png");
-            write_png(path.as_ref(), image, &png_parameters(&request, pipeline.files(), i))?;
+            write_png(
+                path.as_ref(),
+                image,
+                &png_parameters(&request, pipeline.files(), i),
+            )?;
             println!("  {path}");
         }
     }

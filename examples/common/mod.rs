@@ -12,8 +12,12 @@ pub fn model_files(arg: Option<String>) -> Result<ModelFiles, PipelineError> {
     match arg {
         Some(dir) => ModelFiles::models_dir(dir),
         None => {
-            let e2e = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/pipeline/tests/fixtures/e2e");
-            eprintln!("no models folder given: using the tiny test models in {}", e2e.display());
+            let e2e =
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/pipeline/tests/fixtures/e2e");
+            eprintln!(
+                "no models folder given: using the tiny test models in {}",
+                e2e.display()
+            );
             Ok(ModelFiles::models_dir(e2e.join("models"))?
                 .with_text_encoder_config(e2e.join("text_encoder_config.json"))
                 .with_vae_config(e2e.join("vae_config.json")))

@@ -61,10 +61,7 @@ impl TokenizeArgs {
         let ids = tokenizer
             .encode(&self.text.text())
             .map_err(|e| CliError::Failed(e.to_string()))?;
-        println!(
-            "{}",
-            serde_json::json!({ "ids": ids, "count": ids.len() })
-        );
+        println!("{}", serde_json::json!({ "ids": ids, "count": ids.len() }));
         Ok(())
     }
 }
@@ -97,7 +94,12 @@ impl Job for EncodeArgs {
         let mut te = TextEncoder::<B>::new(&self.text.files(), Default::default(), device)?;
         let ids = te.tokenize(&self.text.text())?;
         let cond = te.encode(&ids)?;
-        let values: Vec<f32> = cond.clone().into_data().convert::<f32>().to_vec().unwrap_or_default();
+        let values: Vec<f32> = cond
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .to_vec()
+            .unwrap_or_default();
         sakiko_pipeline::save_f32(&self.output, "cond", &cond.dims(), &values)
             .map_err(|e| CliError::Failed(format!("{}: {e}", self.output.display())))?;
         eprintln!("{} tokens → {}", ids.len(), self.output.display());

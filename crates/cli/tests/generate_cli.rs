@@ -53,24 +53,64 @@ fn case(name: &str) -> Vec<String> {
     .to_vec();
     let rest: Vec<String> = match name {
         "euler" => vec![
-            "--prompt", EULER_PROMPT, "--width", "64", "--height", "48", "--steps", "6", "--cfg",
-            "4.5", "--sampler", "euler", "--seed", "42",
+            "--prompt",
+            EULER_PROMPT,
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--steps",
+            "6",
+            "--cfg",
+            "4.5",
+            "--sampler",
+            "euler",
+            "--seed",
+            "42",
         ]
         .into_iter()
         .map(String::from)
         .collect(),
         "ancestral" => [
-            "--prompt", "a girl with blue hair under cherry blossoms", "--negative",
-            "lowres, bad anatomy", "--width", "48", "--height", "64", "--steps", "5", "--cfg",
-            "4.0", "--sampler", "euler_ancestral", "--seed", "7", "--batch", "2",
+            "--prompt",
+            "a girl with blue hair under cherry blossoms",
+            "--negative",
+            "lowres, bad anatomy",
+            "--width",
+            "48",
+            "--height",
+            "64",
+            "--steps",
+            "5",
+            "--cfg",
+            "4.0",
+            "--sampler",
+            "euler_ancestral",
+            "--seed",
+            "7",
+            "--batch",
+            "2",
         ]
         .map(String::from)
         .to_vec(),
         "img2img" => vec![
-            "--prompt".into(), "1girl, smile".into(), "--width".into(), "64".into(),
-            "--height".into(), "48".into(), "--steps".into(), "5".into(), "--cfg".into(),
-            "3.0".into(), "--sampler".into(), "euler".into(), "--seed".into(), "3".into(),
-            "--init-image".into(), fixture("init.png").display().to_string(), "--denoise".into(),
+            "--prompt".into(),
+            "1girl, smile".into(),
+            "--width".into(),
+            "64".into(),
+            "--height".into(),
+            "48".into(),
+            "--steps".into(),
+            "5".into(),
+            "--cfg".into(),
+            "3.0".into(),
+            "--sampler".into(),
+            "euler".into(),
+            "--seed".into(),
+            "3".into(),
+            "--init-image".into(),
+            fixture("init.png").display().to_string(),
+            "--denoise".into(),
             "0.6".into(),
         ],
         other => panic!("no case {other}"),
@@ -95,22 +135,42 @@ fn reproduce(name: &str, backend: &str) {
     let (ours, shape) = WeightFile::open(&latent)
         .and_then(|f| f.read_f32("latent"))
         .expect("latent");
-    let (want, want_shape) = expected().read_f32(&format!("{name}/latent")).expect("reference");
+    let (want, want_shape) = expected()
+        .read_f32(&format!("{name}/latent"))
+        .expect("reference");
     assert_eq!(shape, want_shape);
-    let err = ours.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let err = ours
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
     println!("{name} on {backend}: latent max |Δ| {err:.2e}");
     assert!(err < 1e-4, "{name} on {backend}: latent differs by {err}");
 
     let batch = shape[0];
-    let reference = expected().read_bytes(&format!("{name}/image")).expect("image");
+    let reference = expected()
+        .read_bytes(&format!("{name}/image"))
+        .expect("image");
     let mut pixels = Vec::new();
     for i in 0..batch {
-        let path = if batch == 1 { out.clone() } else { dir.path().join(format!("out_{i}.png")) };
+        let path = if batch == 1 {
+            out.clone()
+        } else {
+            dir.path().join(format!("out_{i}.png"))
+        };
         pixels.extend(image::open(&path).expect("png").to_rgb8().into_raw());
     }
     assert_eq!(pixels.len(), reference.len());
-    let worst = pixels.iter().zip(&reference).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
-    assert!(worst <= 1, "{name} on {backend}: pixels differ by {worst} levels");
+    let worst = pixels
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        worst <= 1,
+        "{name} on {backend}: pixels differ by {worst} levels"
+    );
 }
 
 #[test]
@@ -149,7 +209,9 @@ fn generate_without_vulkan_fails_clearly() {
         .arg(&out)
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("error: the wgpu backend cannot run here"))
+        .stderr(predicate::str::contains(
+            "error: the wgpu backend cannot run here",
+        ))
         .stderr(predicate::str::contains("panicked").not());
     assert!(!out.exists());
 }
@@ -160,12 +222,24 @@ fn the_png_carries_the_parameters() {
     let out = dir.path().join("out.png");
     sakiko()
         .args(case("euler"))
-        .args(["--steps", "1", "--negative", "lowres, 悪い", "--depth", "16", "-o"])
+        .args([
+            "--steps",
+            "1",
+            "--negative",
+            "lowres, 悪い",
+            "--depth",
+            "16",
+            "-o",
+        ])
         .arg(&out)
         .assert()
         .success();
     let text = sakiko_pipeline::read_png_text(&out).expect("text chunks");
-    let get = |k: &str| text.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| {
+        text.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(get("prompt"), Some(EULER_PROMPT));
     assert_eq!(get("negative_prompt"), Some("lowres, 悪い"));
     assert_eq!(get("seed"), Some("42"));
@@ -233,17 +307,27 @@ fn encode_writes_the_conditioning() {
         .arg(EULER_PROMPT)
         .assert()
         .success();
-    let (cond, shape) = WeightFile::open(&out).and_then(|f| f.read_f32("cond")).expect("cond");
+    let (cond, shape) = WeightFile::open(&out)
+        .and_then(|f| f.read_f32("cond"))
+        .expect("cond");
     let (want, want_shape) = expected().read_f32("euler/cond").expect("reference");
     assert_eq!(shape, want_shape);
     assert_eq!(shape, [1, 124, 32]);
-    let err = cond.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let err = cond
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
     assert!(err < 5e-5, "cond differs by {err}");
 }
 
 fn sigmas(args: &[&str]) -> Vec<f32> {
     let output = sakiko().arg("schedule").args(args).output().expect("run");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("json");
     serde_json::from_value(json["sigmas"].clone()).expect("numbers")
 }
@@ -251,13 +335,31 @@ fn sigmas(args: &[&str]) -> Vec<f32> {
 #[test]
 fn schedule_prints_the_reference_sigmas() {
     for (name, args) in [
-        ("euler", vec!["--scheduler", "linear_quadratic", "--steps", "6"]),
-        ("img2img", vec!["--scheduler", "linear_quadratic", "--steps", "5", "--denoise", "0.6"]),
+        (
+            "euler",
+            vec!["--scheduler", "linear_quadratic", "--steps", "6"],
+        ),
+        (
+            "img2img",
+            vec![
+                "--scheduler",
+                "linear_quadratic",
+                "--steps",
+                "5",
+                "--denoise",
+                "0.6",
+            ],
+        ),
     ] {
         let ours = sigmas(&args);
-        let (want, _) = expected().read_f32(&format!("{name}/sigmas")).expect("reference");
+        let (want, _) = expected()
+            .read_f32(&format!("{name}/sigmas"))
+            .expect("reference");
         assert_eq!(ours.len(), want.len());
-        assert!(ours.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6), "{ours:?} vs {want:?}");
+        assert!(
+            ours.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{ours:?} vs {want:?}"
+        );
     }
     sakiko()
         .args(["schedule", "--scheduler", "karas", "--steps", "4"])
@@ -269,7 +371,10 @@ fn schedule_prints_the_reference_sigmas() {
 #[test]
 fn inspect_reports_component_layout_and_config() {
     let output = sakiko()
-        .args(["inspect", &model("diffusion_models/tiny_lumina_bf16.safetensors")])
+        .args([
+            "inspect",
+            &model("diffusion_models/tiny_lumina_bf16.safetensors"),
+        ])
         .output()
         .expect("run");
     assert!(output.status.success());
@@ -325,11 +430,17 @@ fn generate_rejects_bad_input_clearly() {
     fails(&["--width", "1000"], "width");
     fails(&["--height", "8"], "height");
     fails(&["--batch", "0"], "batch size");
-    fails(&["--prompt", "<tags>\n<general>blue hair</tags>"], "invalid prompt");
+    fails(
+        &["--prompt", "<tags>\n<general>blue hair</tags>"],
+        "invalid prompt",
+    );
     fails(&["--sampler", "eulr"], "did you mean `euler`");
     fails(&["--dit", "missing.safetensors"], "missing.safetensors");
     fails(&["--dit", &garbage], "garbage.safetensors");
-    fails(&["--dit", &vae, "--text-encoder", &te, "--vae", &vae], "expected a NextDiT denoiser file");
+    fails(
+        &["--dit", &vae, "--text-encoder", &te, "--vae", &vae],
+        "expected a NextDiT denoiser file",
+    );
     fails(&["--backend", "cuda"], "cuda");
 }
 
@@ -346,7 +457,15 @@ fn generate_needs_models_and_a_prompt() {
         .code(2);
     #[cfg(not(feature = "hub"))]
     sakiko()
-        .args(["generate", "--prompt", "x", "--hub", "owner/repo", "-o", "/tmp/never.png"])
+        .args([
+            "generate",
+            "--prompt",
+            "x",
+            "--hub",
+            "owner/repo",
+            "-o",
+            "/tmp/never.png",
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("--features hub"));
@@ -364,6 +483,9 @@ fn hub_downloads_fail_clearly_offline() {
         .arg(&out)
         .assert()
         .failure()
-        .stderr(predicate::str::contains("cannot list owner/repo").and(predicate::str::contains("without network")));
+        .stderr(
+            predicate::str::contains("cannot list owner/repo")
+                .and(predicate::str::contains("without network")),
+        );
     assert!(!out.exists());
 }

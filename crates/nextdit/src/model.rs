@@ -407,9 +407,12 @@ fn detect_layout(file: &WeightFile) -> Result<(&'static str, Layout), NextDitErr
 fn detect_config(weights: &Weights<'_>, layout: Layout) -> Result<NextDitConfig, NextDitError> {
     let has = |name: &str| weights.contains(&layout.key(name));
     let shape = |name: &str| {
-        weights.shape(&layout.key(name)).map(<[usize]>::to_vec).ok_or_else(|| {
-            NextDitError::Unsupported(format!("cannot detect the configuration: no `{name}`"))
-        })
+        weights
+            .shape(&layout.key(name))
+            .map(<[usize]>::to_vec)
+            .ok_or_else(|| {
+                NextDitError::Unsupported(format!("cannot detect the configuration: no `{name}`"))
+            })
     };
     let x_emb = shape("x_embedder.weight")?;
     let d = x_emb[0];

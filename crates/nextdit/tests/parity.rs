@@ -192,7 +192,12 @@ fn bad_inputs_are_typed_errors() {
     ];
     // Beyond diffusers' 128-entry position tables: angles are computed per position, as ComfyUI does.
     let tall = model
-        .forward(Tensor::zeros([1, 4, 300, 8], &device), &[0.5], cap.clone(), &[5])
+        .forward(
+            Tensor::zeros([1, 4, 300, 8], &device),
+            &[0.5],
+            cap.clone(),
+            &[5],
+        )
         .expect("positions beyond axes_lens");
     assert_eq!(tall.dims(), [1, 4, 300, 8]);
     for (x, cap, t, lens, expect) in cases {

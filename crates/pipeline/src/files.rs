@@ -44,7 +44,10 @@ pub struct ModelFiles {
 /// ComfyUI's folders for each component, the current name first.
 const COMFY_FOLDERS: [(Component, &[&str]); 3] = [
     (Component::Dit, &["diffusion_models", "unet", "checkpoints"]),
-    (Component::TextEncoder, &["text_encoders", "clip", "checkpoints"]),
+    (
+        Component::TextEncoder,
+        &["text_encoders", "clip", "checkpoints"],
+    ),
     (Component::Vae, &["vae", "checkpoints"]),
 ];
 
@@ -171,9 +174,11 @@ impl ModelFiles {
         let (file, folder_config) = open_component(&self.dit, "transformer")?;
         let config = match self.dit_config.as_ref().or(folder_config.as_ref()) {
             Some(c) => NextDitConfig::from_file(c)?,
-            None => sakiko_nextdit::detect(&file)
-                .map_err(|e| wrong(&file, Component::Dit, e))?
-                .config,
+            None => {
+                sakiko_nextdit::detect(&file)
+                    .map_err(|e| wrong(&file, Component::Dit, e))?
+                    .config
+            }
         };
         Ok((file, config))
     }
@@ -268,8 +273,9 @@ fn wrong(file: &WeightFile, expected: Component, e: impl Into<PipelineError>) ->
     let e = e.into();
     let missing_prefix = matches!(
         &e,
-        PipelineError::Denoiser(sakiko_nextdit::NextDitError::Weights(WeightError::NoPrefix { .. }))
-            | PipelineError::Vae(sakiko_vae::VaeError::Weights(WeightError::NoPrefix { .. }))
+        PipelineError::Denoiser(sakiko_nextdit::NextDitError::Weights(
+            WeightError::NoPrefix { .. }
+        )) | PipelineError::Vae(sakiko_vae::VaeError::Weights(WeightError::NoPrefix { .. }))
             | PipelineError::TextEncoder(sakiko_gemma::GemmaError::Weights(
                 WeightError::NoPrefix { .. }
             ))
@@ -489,8 +495,7 @@ fn inspect_file(file: &WeightFile) -> Inspection {
         .is_ok()
     {
         components.push(
-            sakiko_vae::detect(file)
-                .map_or_else(|e| undetected(Component::Vae, &e), Detected::Vae),
+            sakiko_vae::detect(file).map_or_else(|e| undetected(Component::Vae, &e), Detected::Vae),
         );
     }
     Inspection {

@@ -88,7 +88,10 @@ impl HubSource {
                 "{} has no diffusers layout, no single diffusion_models/text_encoders/vae file \
                  each, and not exactly one checkpoint; its .safetensors files: {}",
                 self.repo,
-                all.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                all.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
@@ -101,7 +104,11 @@ impl HubSource {
                 && (n.ends_with(".json") || n.ends_with(".safetensors") || n.ends_with(".model"))
         };
         let mut index = None;
-        for name in names.iter().filter(wanted).chain(names.iter().filter(|n| *n == "model_index.json")) {
+        for name in names
+            .iter()
+            .filter(wanted)
+            .chain(names.iter().filter(|n| *n == "model_index.json"))
+        {
             let path = repo
                 .get(name)
                 .map_err(|e| PipelineError::Hub(format!("{}/{name}: {e}", self.repo)))?;

@@ -41,6 +41,6 @@ pub use pipeline::{Event, Generation, Pipeline, PipelineBuilder, PipelineOptions
 pub use request::{
     GenerationRequest, MAX_BATCH, OutputDepth, SIDE_MULTIPLE, SIDE_RANGE, TRAINED_TOKENS,
 };
-pub use text::TextEncoder;
 /// VAE tiling settings ([`PipelineOptions::vae_tiling`]).
 pub use sakiko_vae::Tiling;
+pub use text::TextEncoder;

@@ -38,10 +38,13 @@ impl MemoryEstimate {
     ) -> Self {
         let u = |v: usize| v as u64;
         // Gemma: the embedding stays in 16 bits on the host; layers in f32; activations are small.
-        let te_layer = u(te.hidden_size) * u(te.head_dim) * u(te.num_attention_heads + te.num_key_value_heads) * 2
+        let te_layer = u(te.hidden_size)
+            * u(te.head_dim)
+            * u(te.num_attention_heads + te.num_key_value_heads)
+            * 2
             + 3 * u(te.hidden_size) * u(te.intermediate_size);
-        let te_weights = u(te.vocab_size) * u(te.hidden_size) * 2
-            + u(te.num_hidden_layers) * te_layer * F32;
+        let te_weights =
+            u(te.vocab_size) * u(te.hidden_size) * 2 + u(te.num_hidden_layers) * te_layer * F32;
         let te_act = u(prompt_tokens) * u(te.hidden_size.max(te.intermediate_size)) * F32 * 8;
 
         // NextDiT: two passes of the batch (CFG); per token a handful of hidden-wide tensors and

@@ -29,7 +29,12 @@ pub fn write_png(
             png::BitDepth::Sixteen,
             img.as_raw().iter().flat_map(|v| v.to_be_bytes()).collect(),
         ),
-        other => return Err(fail(format!("unsupported pixel format {:?}", other.color()))),
+        other => {
+            return Err(fail(format!(
+                "unsupported pixel format {:?}",
+                other.color()
+            )));
+        }
     };
     let file = std::fs::File::create(path).map_err(|e| fail(e.to_string()))?;
     let mut encoder = png::Encoder::new(BufWriter::new(file), image.width(), image.height());
@@ -92,17 +97,15 @@ pub fn save_latent<B: Backend>(path: &Path, latent: &Tensor<B, 4>) -> Result<(),
 
 /// A tensor's values as f32 on the host.
 pub(crate) fn to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .to_vec()
-        .unwrap_or_default()
+    t.into_data().convert::<f32>().to_vec().unwrap_or_default()
 }
 
 /// Writes one f32 tensor `name` of `shape` as a safetensors file.
 pub fn save_f32(path: &Path, name: &str, shape: &[usize], values: &[f32]) -> Result<(), String> {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &bytes)
-        .map_err(|e| e.to_string())?;
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &bytes)
+            .map_err(|e| e.to_string())?;
     safetensors::serialize_to_file([(name, view)], None, path).map_err(|e| e.to_string())
 }
 
@@ -116,8 +119,10 @@ pub fn png_parameters(
     index: usize,
 ) -> Parameters {
     let name = |p: &Path| {
-        p.file_name()
-            .map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into_owned())
+        p.file_name().map_or_else(
+            || p.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        )
     };
     let g = &request.guidance;
     let mut out: Parameters = vec![

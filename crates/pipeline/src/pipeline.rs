@@ -170,7 +170,10 @@ impl<B: Backend> PipelineBuilder<B> {
             )));
         }
         let params = [
-            parameter_count(&dit_file, sakiko_nextdit::detect(&dit_file).map(|d| d.prefix)),
+            parameter_count(
+                &dit_file,
+                sakiko_nextdit::detect(&dit_file).map(|d| d.prefix),
+            ),
             parameter_count(&vae_file, sakiko_vae::detect(&vae_file).map(|d| d.prefix)),
         ];
         Ok(Pipeline {
@@ -299,7 +302,10 @@ impl<B: Backend> Pipeline<B> {
             positive: positive_ids.len(),
             negative: negative_ids.len(),
         })?;
-        for (what, n) in [("prompt", positive_ids.len()), ("negative prompt", negative_ids.len())] {
+        for (what, n) in [
+            ("prompt", positive_ids.len()),
+            ("negative prompt", negative_ids.len()),
+        ] {
             if n > TRAINED_TOKENS {
                 warnings.push(format!(
                     "the {what} is {n} tokens; the model was trained on at most {TRAINED_TOKENS} \

@@ -14,7 +14,9 @@ use sakiko_sampling::{Guidance, Sampler};
 use sakiko_weights::WeightFile;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/e2e").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/e2e")
+        .join(name)
 }
 
 fn expected(key: &str) -> (Vec<f32>, Vec<usize>) {
@@ -70,7 +72,9 @@ fn case(name: &str) -> GenerationRequest {
             .sampler(Sampler::Euler)
             .seed(3)
             .init_image(
-                image::open(fixture("init.png")).expect("init.png").to_rgb8(),
+                image::open(fixture("init.png"))
+                    .expect("init.png")
+                    .to_rgb8(),
                 0.6,
             ),
         other => panic!("no case {other}"),
@@ -90,15 +94,15 @@ fn run<B: Backend>(
 
 fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Largest per-channel difference between our images and the reference's 8-bit pixels.
 fn max_level_diff(images: &[DynamicImage], reference: &[u8]) -> u8 {
-    let ours: Vec<u8> = images
-        .iter()
-        .flat_map(|i| i.to_rgb8().into_raw())
-        .collect();
+    let ours: Vec<u8> = images.iter().flat_map(|i| i.to_rgb8().into_raw()).collect();
     assert_eq!(ours.len(), reference.len());
     ours.iter()
         .zip(reference)
@@ -144,17 +148,19 @@ fn img2img_matches_the_reference() {
 
 #[test]
 fn the_text_encoder_matches_transformers() {
-    let mut te = sakiko_pipeline::TextEncoder::<Flex>::new(
-        &files(),
-        Default::default(),
-        Default::default(),
-    )
-    .expect("text encoder");
+    let mut te =
+        sakiko_pipeline::TextEncoder::<Flex>::new(&files(), Default::default(), Default::default())
+            .expect("text encoder");
     let request = case("euler");
     let ids = te.tokenize(&request.model_text()).expect("ids");
     assert_eq!(ids, expected_ids("euler/ids_positive"));
     assert_eq!(te.tokenize("").expect("ids"), vec![2]);
-    let cond: Vec<f32> = te.encode(&ids).expect("cond").into_data().to_vec().expect("f32");
+    let cond: Vec<f32> = te
+        .encode(&ids)
+        .expect("cond")
+        .into_data()
+        .to_vec()
+        .expect("f32");
     let (want, _) = expected("euler/cond");
     assert!(max_abs(&cond, &want) < 5e-5);
 }
@@ -163,8 +169,16 @@ fn the_text_encoder_matches_transformers() {
 fn all_in_one(dir: &Path) -> PathBuf {
     let models = fixture("models");
     let sources = [
-        ("diffusion_models/tiny_lumina_bf16.safetensors", "model.diffusion_model.", ""),
-        ("text_encoders/tiny_gemma2_fp16.safetensors", "text_encoders.gemma2_2b.transformer.", "text_encoders.gemma2_2b."),
+        (
+            "diffusion_models/tiny_lumina_bf16.safetensors",
+            "model.diffusion_model.",
+            "",
+        ),
+        (
+            "text_encoders/tiny_gemma2_fp16.safetensors",
+            "text_encoders.gemma2_2b.transformer.",
+            "text_encoders.gemma2_2b.",
+        ),
         ("vae/tiny_ae.safetensors", "vae.", ""),
     ];
     let mut tensors = Vec::new();
@@ -177,12 +191,22 @@ fn all_in_one(dir: &Path) -> PathBuf {
                 None if key == "spiece_model" => format!("{spiece_prefix}spiece_model"),
                 None => format!("{prefix}{key}"),
             };
-            tensors.push((name, f.dtype(&key).expect("dtype"), f.shape(&key).expect("shape").to_vec(), bytes));
+            tensors.push((
+                name,
+                f.dtype(&key).expect("dtype"),
+                f.shape(&key).expect("shape").to_vec(),
+                bytes,
+            ));
         }
     }
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
-        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view")))
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).expect("view"),
+            )
+        })
         .collect();
     let path = dir.join("aio.safetensors");
     safetensors::serialize_to_file(views, None, &path).expect("write");
@@ -190,7 +214,11 @@ fn all_in_one(dir: &Path) -> PathBuf {
 }
 
 fn latent_of(files: ModelFiles) -> Vec<f32> {
-    run::<Flex>(files, &case("euler")).latent.into_data().to_vec().expect("f32")
+    run::<Flex>(files, &case("euler"))
+        .latent
+        .into_data()
+        .to_vec()
+        .expect("f32")
 }
 
 #[test]
@@ -203,16 +231,34 @@ fn all_in_one_checkpoint_and_diffusers_folder_give_identical_results() {
         .with_vae_config(fixture("vae_config.json"));
     let inspected = sakiko_pipeline::inspect(&aio.dit).expect("inspect");
     let found: Vec<Component> = inspected.components.iter().map(|d| d.component()).collect();
-    assert_eq!(found, [Component::Dit, Component::TextEncoder, Component::Vae]);
+    assert_eq!(
+        found,
+        [Component::Dit, Component::TextEncoder, Component::Vae]
+    );
     assert_eq!(latent_of(aio), reference);
 
     // A diffusers pipeline folder: config.json per component, tokenizer/tokenizer.model.
     let root = dir.path().join("diffusers");
     let models = fixture("models");
     for (sub, config, weights, name) in [
-        ("transformer", "dit_config.json", "diffusion_models/tiny_lumina_bf16.safetensors", "diffusion_pytorch_model.safetensors"),
-        ("text_encoder", "text_encoder_config.json", "text_encoders/tiny_gemma2_fp16.safetensors", "model.safetensors"),
-        ("vae", "vae_config.json", "vae/tiny_ae.safetensors", "diffusion_pytorch_model.safetensors"),
+        (
+            "transformer",
+            "dit_config.json",
+            "diffusion_models/tiny_lumina_bf16.safetensors",
+            "diffusion_pytorch_model.safetensors",
+        ),
+        (
+            "text_encoder",
+            "text_encoder_config.json",
+            "text_encoders/tiny_gemma2_fp16.safetensors",
+            "model.safetensors",
+        ),
+        (
+            "vae",
+            "vae_config.json",
+            "vae/tiny_ae.safetensors",
+            "diffusion_pytorch_model.safetensors",
+        ),
     ] {
         std::fs::create_dir_all(root.join(sub)).expect("mkdir");
         std::fs::copy(fixture(config), root.join(sub).join("config.json")).expect("copy");
@@ -239,10 +285,7 @@ fn all_in_one_checkpoint_and_diffusers_folder_give_identical_results() {
     assert_eq!(latent_of(explicit), reference);
 }
 
-fn events_of(
-    pipeline: &mut Pipeline<Flex>,
-    request: &GenerationRequest,
-) -> Vec<Event> {
+fn events_of(pipeline: &mut Pipeline<Flex>, request: &GenerationRequest) -> Vec<Event> {
     let mut events = Vec::new();
     pipeline
         .generate(request, |e| {
@@ -265,11 +308,19 @@ fn loads(events: &[Event]) -> Vec<Component> {
 
 #[test]
 fn lean_mode_frees_each_model_and_the_cache_skips_the_encoder() {
-    let mut pipeline = Pipeline::<Flex>::builder(files()).build().expect("pipeline");
+    let mut pipeline = Pipeline::<Flex>::builder(files())
+        .build()
+        .expect("pipeline");
     let request = case("euler");
     let first = events_of(&mut pipeline, &request);
-    assert_eq!(loads(&first), [Component::TextEncoder, Component::Dit, Component::Vae]);
-    let releases = first.iter().filter(|e| matches!(e, Event::Release { .. })).count();
+    assert_eq!(
+        loads(&first),
+        [Component::TextEncoder, Component::Dit, Component::Vae]
+    );
+    let releases = first
+        .iter()
+        .filter(|e| matches!(e, Event::Release { .. }))
+        .count();
     assert_eq!(releases, 3);
     let steps: Vec<usize> = first
         .iter()
@@ -279,7 +330,10 @@ fn lean_mode_frees_each_model_and_the_cache_skips_the_encoder() {
         })
         .collect();
     assert_eq!(steps, [0, 1, 2, 3, 4, 5]);
-    assert!(first.contains(&Event::Tokens { positive: 124, negative: 1 }));
+    assert!(first.contains(&Event::Tokens {
+        positive: 124,
+        negative: 1
+    }));
     // Same prompts again: both embeddings are cached, so the encoder is not loaded.
     let second = events_of(&mut pipeline, &request);
     assert_eq!(loads(&second), [Component::Dit, Component::Vae]);
@@ -310,20 +364,28 @@ fn keep_in_memory_loads_once_and_repeats_deterministically() {
         assert!(!events.iter().any(|e| matches!(e, Event::Release { .. })));
         latents.push(g.latent.into_data().to_vec::<f32>().expect("f32"));
     }
-    assert_eq!(all_loads, [Component::TextEncoder, Component::Dit, Component::Vae]);
+    assert_eq!(
+        all_loads,
+        [Component::TextEncoder, Component::Dit, Component::Vae]
+    );
     assert_eq!(latents[0], latents[1]);
 }
 
 #[test]
 fn the_callback_cancels_between_steps() {
-    let mut pipeline = Pipeline::<Flex>::builder(files()).build().expect("pipeline");
+    let mut pipeline = Pipeline::<Flex>::builder(files())
+        .build()
+        .expect("pipeline");
     let err = pipeline
         .generate(&case("euler"), |e| match e {
             Event::Step { step: 2, .. } => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         })
         .unwrap_err();
-    assert!(matches!(err, PipelineError::Cancelled(ref m) if m.contains("step 3 of 6")), "{err}");
+    assert!(
+        matches!(err, PipelineError::Cancelled(ref m) if m.contains("step 3 of 6")),
+        "{err}"
+    );
     // Cancelling before any work also works.
     let err = pipeline
         .generate(&case("euler"), |_| ControlFlow::Break(()))
@@ -333,10 +395,15 @@ fn the_callback_cancels_between_steps() {
 
 #[test]
 fn long_prompts_are_encoded_whole_with_a_warning() {
-    let mut pipeline = Pipeline::<Flex>::builder(files()).build().expect("pipeline");
+    let mut pipeline = Pipeline::<Flex>::builder(files())
+        .build()
+        .expect("pipeline");
     let long = vec!["blue hair, long hair, smile"; 60].join(", ");
     let request = case("euler").steps(1);
-    let request = GenerationRequest { prompt: long, ..request };
+    let request = GenerationRequest {
+        prompt: long,
+        ..request
+    };
     let events = events_of(&mut pipeline, &request);
     let tokens = events.iter().find_map(|e| match e {
         Event::Tokens { positive, .. } => Some(*positive),
@@ -352,18 +419,51 @@ fn long_prompts_are_encoded_whole_with_a_warning() {
 fn bad_requests_are_typed_errors() {
     let ok = case("euler");
     let invalid = |r: GenerationRequest| r.validate().unwrap_err();
-    assert!(matches!(invalid(ok.clone().size(1000, 48)), PipelineError::Request { name: "width", .. }));
-    assert!(matches!(invalid(ok.clone().size(64, 0)), PipelineError::Request { name: "height", .. }));
-    assert!(matches!(invalid(ok.clone().size(16384, 64)), PipelineError::Request { name: "width", .. }));
-    assert!(matches!(invalid(ok.clone().batch(0)), PipelineError::Request { name: "batch size", .. }));
-    assert!(matches!(invalid(ok.clone().steps(0)), PipelineError::Request { name: "steps", .. }));
-    assert!(matches!(invalid(ok.clone().shift(-1.0)), PipelineError::Request { name: "shift", .. }));
-    let no_image = GenerationRequest { denoise: 0.5, ..ok.clone() };
-    assert!(matches!(invalid(no_image), PipelineError::Request { name: "denoise", .. }));
+    assert!(matches!(
+        invalid(ok.clone().size(1000, 48)),
+        PipelineError::Request { name: "width", .. }
+    ));
+    assert!(matches!(
+        invalid(ok.clone().size(64, 0)),
+        PipelineError::Request { name: "height", .. }
+    ));
+    assert!(matches!(
+        invalid(ok.clone().size(16384, 64)),
+        PipelineError::Request { name: "width", .. }
+    ));
+    assert!(matches!(
+        invalid(ok.clone().batch(0)),
+        PipelineError::Request {
+            name: "batch size",
+            ..
+        }
+    ));
+    assert!(matches!(
+        invalid(ok.clone().steps(0)),
+        PipelineError::Request { name: "steps", .. }
+    ));
+    assert!(matches!(
+        invalid(ok.clone().shift(-1.0)),
+        PipelineError::Request { name: "shift", .. }
+    ));
+    let no_image = GenerationRequest {
+        denoise: 0.5,
+        ..ok.clone()
+    };
+    assert!(matches!(
+        invalid(no_image),
+        PipelineError::Request {
+            name: "denoise",
+            ..
+        }
+    ));
     let err = invalid(ok.clone().guidance(Guidance::Cfg { scale: f32::NAN }));
     assert!(matches!(err, PipelineError::Sampling(_)), "{err}");
     let err = invalid(GenerationRequest::new("<tags>\n<general>blue hair</tags>"));
-    assert!(matches!(err, PipelineError::Prompt(ref m) if m.contains("2:")), "{err}");
+    assert!(
+        matches!(err, PipelineError::Prompt(ref m) if m.contains("2:")),
+        "{err}"
+    );
     // Prompt warnings are returned, not fatal.
     assert!(ok.validate().expect("valid").is_empty());
 }
@@ -394,32 +494,54 @@ fn file_problems_name_the_file_and_the_component() {
     // A truncated file.
     let dir = tempfile::tempdir().expect("tempdir");
     let cut = dir.path().join("cut.safetensors");
-    let bytes = std::fs::read(models.join("diffusion_models/tiny_lumina_bf16.safetensors")).expect("read");
+    let bytes =
+        std::fs::read(models.join("diffusion_models/tiny_lumina_bf16.safetensors")).expect("read");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
     let err = build(ModelFiles::new(&cut, &te, &vae));
-    assert!(matches!(err, PipelineError::Weights(_)) && err.to_string().contains("cut.safetensors"), "{err}");
+    assert!(
+        matches!(err, PipelineError::Weights(_)) && err.to_string().contains("cut.safetensors"),
+        "{err}"
+    );
     // A denoiser for 4 latent channels with a 16-channel VAE.
-    let four = Path::new(env!("CARGO_MANIFEST_DIR")).join("../nextdit/tests/fixtures/test_diffusers");
+    let four =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../nextdit/tests/fixtures/test_diffusers");
     let err = build(ModelFiles::new(four, &te, &vae));
-    assert!(matches!(&err, PipelineError::Incompatible(m) if m.contains("4 latent channels")), "{err}");
+    assert!(
+        matches!(&err, PipelineError::Incompatible(m) if m.contains("4 latent channels")),
+        "{err}"
+    );
 }
 
 #[test]
 fn models_folder_discovery() {
     let dir = tempfile::tempdir().expect("tempdir");
     let err = ModelFiles::models_dir(dir.path()).unwrap_err();
-    assert!(matches!(err, PipelineError::NotFound { component: Component::Dit, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            PipelineError::NotFound {
+                component: Component::Dit,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let models = fixture("models");
     for sub in ["diffusion_models", "text_encoders", "vae"] {
         std::fs::create_dir_all(dir.path().join(sub)).expect("mkdir");
         for entry in std::fs::read_dir(models.join(sub)).expect("read_dir") {
             let p = entry.expect("entry").path();
-            std::fs::copy(&p, dir.path().join(sub).join(p.file_name().expect("name"))).expect("copy");
+            std::fs::copy(&p, dir.path().join(sub).join(p.file_name().expect("name")))
+                .expect("copy");
         }
     }
     // Unrelated files are skipped; a second denoiser makes the choice ambiguous.
     std::fs::write(dir.path().join("diffusion_models/notes.txt"), "x").expect("write");
-    std::fs::copy(fixture("../e2e/models/vae/tiny_ae.safetensors"), dir.path().join("diffusion_models/a_vae.safetensors")).expect("copy");
+    std::fs::copy(
+        fixture("../e2e/models/vae/tiny_ae.safetensors"),
+        dir.path().join("diffusion_models/a_vae.safetensors"),
+    )
+    .expect("copy");
     let found = ModelFiles::models_dir(dir.path()).expect("one per component");
     assert!(found.dit.ends_with("tiny_lumina_bf16.safetensors"));
     std::fs::copy(
@@ -432,7 +554,10 @@ fn models_folder_discovery() {
         matches!(&err, PipelineError::Ambiguous { candidates, .. } if candidates == &["another.safetensors", "tiny_lumina_bf16.safetensors"]),
         "{err}"
     );
-    let chosen = ModelFiles::models_dir_with(dir.path(), [Some(Path::new("another.safetensors")), None, None])
-        .expect("chosen by name");
+    let chosen = ModelFiles::models_dir_with(
+        dir.path(),
+        [Some(Path::new("another.safetensors")), None, None],
+    )
+    .expect("chosen by name");
     assert!(chosen.dit.ends_with("diffusion_models/another.safetensors"));
 }
