@@ -2,11 +2,12 @@
 (diffusers' own model-test config, and a 16-channel GQA config), weights perturbed and rounded to bf16
 precision, saved in diffusers naming (f32) and in the original / ComfyUI naming (fused qkv,
 `model.diffusion_model.` prefix, bf16, with the unused `norm_final.weight`), with inputs, outputs and
-per-block intermediates for several cases.
+per-block intermediates for several cases, and the equal-caption case in bf16 and f16.
 
     .venv-ref/bin/python tools/reference/nextdit.py   # writes crates/nextdit/tests/fixtures/
 """
 
+import copy
 import json
 import os
 
@@ -107,6 +108,13 @@ def main():
             if case == "equal":
                 for k, v in inter.items():
                     io[f"{case}/block/{k}"] = v
+                # The same forward in half precision, as PyTorch computes it: the yardstick for
+                # our bf16 / f16 compute (whose error against f32 should be of the same size).
+                for dtype, tag in ((torch.bfloat16, "bf16"), (torch.float16, "f16")):
+                    half = copy.deepcopy(model).to(dtype)
+                    with torch.no_grad():
+                        io[f"{case}/out_{tag}"] = half(x.to(dtype), t, cap.to(dtype), mask,
+                                                       return_dict=False)[0].to(torch.float32)
         for h in hooks:
             h.remove()
         save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(OUT, f"{name}_io.safetensors"),

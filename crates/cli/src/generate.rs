@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, backend::Backend};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use sakiko_pipeline::{
@@ -26,6 +26,19 @@ enum GuidanceKind {
     ZeroStar,
     /// diffusers' Lumina2Pipeline CFG (uses --cfg-trunc as the truncation ratio and --cfg-normalization).
     Diffusers,
+}
+
+/// The denoiser's compute dtype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DitDtype {
+    /// bf16 on CUDA, f32 elsewhere.
+    Auto,
+    /// f32 everywhere.
+    F32,
+    /// bf16 (half the memory; CPUs and CUDA).
+    Bf16,
+    /// f16 with ComfyUI's overflow clamp (e.g. wgpu devices without bf16).
+    F16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -141,6 +154,9 @@ pub struct GenerateArgs {
     /// Bits per channel of the PNG: 8 (as ComfyUI saves) or 16.
     #[arg(long, default_value_t = 8, value_parser = clap::builder::ValueParser::new(parse_depth))]
     depth: u8,
+    /// The denoiser's compute dtype.
+    #[arg(long, value_enum, default_value_t = DitDtype::Auto)]
+    dtype: DitDtype,
     /// Decode the latent in tiles of this many latent pixels (less memory).
     #[arg(long, value_name = "N")]
     vae_tile: Option<usize>,
@@ -288,6 +304,12 @@ impl Job for GenerateArgs {
                 tile,
                 overlap: (tile / 8).max(1),
             }))
+            .dit_dtype(match self.dtype {
+                DitDtype::Auto => None,
+                DitDtype::F32 => Some(FloatDType::F32),
+                DitDtype::Bf16 => Some(FloatDType::BF16),
+                DitDtype::F16 => Some(FloatDType::F16),
+            })
             .build()?;
         let quiet = self.quiet;
         let say = |line: String| {
@@ -295,7 +317,11 @@ impl Job for GenerateArgs {
                 eprintln!("{line}");
             }
         };
-        say(format!("seed {}", request.seed));
+        say(format!(
+            "seed {}, denoiser in {:?}",
+            request.seed,
+            pipeline.dit_dtype()
+        ));
         let bar = if quiet {
             ProgressBar::hidden()
         } else {

@@ -8,7 +8,7 @@ use burn::nn::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Tensor, backend::Backend};
+use burn::tensor::{Bool, DType, FloatDType, Tensor, backend::Backend};
 use sakiko_weights::Weights;
 
 use crate::NextDitError;
@@ -61,10 +61,11 @@ impl Layout {
     }
 }
 
-/// Reads tensors by original name from either layout.
+/// Reads tensors by original name from either layout, in the model's compute dtype.
 pub(crate) struct Loader<'a, B: Backend> {
     pub weights: Weights<'a>,
     pub layout: Layout,
+    pub dtype: FloatDType,
     pub device: &'a B::Device,
 }
 
@@ -74,9 +75,12 @@ impl<B: Backend> Loader<'_, B> {
         name: &str,
         shape: [usize; D],
     ) -> Result<Tensor<B, D>, NextDitError> {
-        Ok(self
-            .weights
-            .tensor(&self.layout.key(name), shape, self.device)?)
+        Ok(self.weights.tensor_as(
+            &self.layout.key(name),
+            shape,
+            self.dtype.into(),
+            self.device,
+        )?)
     }
 
     /// A linear layer stored `[out, in]` (PyTorch), as Burn's `[in, out]`.
@@ -120,9 +124,10 @@ impl<B: Backend> Loader<'_, B> {
             Layout::Diffusers => {
                 let base = name.replace(".attention", ".attn");
                 let part = |p: &str, rows: usize| -> Result<Tensor<B, 2>, NextDitError> {
-                    Ok(self.weights.tensor(
+                    Ok(self.weights.tensor_as(
                         &format!("{base}.{p}.weight"),
                         [rows, d],
+                        self.dtype.into(),
                         self.device,
                     )?)
                 };
@@ -139,15 +144,18 @@ impl<B: Backend> Loader<'_, B> {
         Ok(Self::linear_from(weight, None))
     }
 
+    /// Norm gains stay f32 whatever the compute dtype (norms compute in f32).
     pub fn rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<RmsNorm<B>, NextDitError> {
+        let key = self.layout.key(&format!("{name}.weight"));
         Ok(RmsNorm {
-            weight: Param::from_tensor(self.tensor(&format!("{name}.weight"), [dim])?),
+            weight: Param::from_tensor(self.weights.tensor(&key, [dim], self.device)?),
             eps,
         })
     }
 }
 
-/// `x · rsqrt(mean(x²) + eps) · w` over the last dimension (a plain gain, not `1 + w`).
+/// `x · rsqrt(mean(x²) + eps) · w` over the last dimension (a plain gain, not `1 + w`), computed
+/// in f32 and returned in the input's dtype, as ComfyUI and diffusers do for half precision.
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
     weight: Param<Tensor<B, 1>>,
@@ -157,14 +165,26 @@ pub struct RmsNorm<B: Backend> {
 impl<B: Backend> RmsNorm<B> {
     /// Normalises the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        let dtype = x.dtype();
+        let x = x.cast(FloatDType::F32);
         let rms = x
             .clone()
             .square()
             .mean_dim(D - 1)
             .add_scalar(self.eps)
             .sqrt();
-        (x / rms) * self.weight.val().unsqueeze()
+        ((x / rms) * self.weight.val().unsqueeze()).cast(FloatDType::from(dtype))
     }
+}
+
+/// ComfyUI's `clamp_fp16`: in f16, infinities become ±65504 and NaN 0 (NextDiT's attention and
+/// SwiGLU outputs can exceed f16's range); other dtypes pass through.
+pub(crate) fn clamp_fp16<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if x.dtype() != DType::F16 {
+        return x;
+    }
+    let nan = x.clone().is_nan();
+    x.clamp(-65504.0, 65504.0).mask_fill(nan, 0.0)
 }
 
 /// Rotary embedding tables for a batch of sequences: `cos`/`sin` shaped `[B, S, 1, head_dim/2]`.
@@ -338,19 +358,19 @@ impl<B: Backend> Block<B> {
                     rope,
                     mask,
                 );
-                let x = x + chunk(1).tanh() * self.attention_norm2.forward(a);
+                let x = x + chunk(1).tanh() * self.attention_norm2.forward(clamp_fp16(a));
                 let f = self
                     .feed_forward
                     .forward(self.ffn_norm1.forward(x.clone()) * chunk(2).add_scalar(1.0));
-                x + chunk(3).tanh() * self.ffn_norm2.forward(f)
+                x + chunk(3).tanh() * self.ffn_norm2.forward(clamp_fp16(f))
             }
             None => {
                 let a = self
                     .attention
                     .forward(self.attention_norm1.forward(x.clone()), rope, mask);
-                let x = x + self.attention_norm2.forward(a);
+                let x = x + self.attention_norm2.forward(clamp_fp16(a));
                 let f = self.feed_forward.forward(self.ffn_norm1.forward(x.clone()));
-                x + self.ffn_norm2.forward(f)
+                x + self.ffn_norm2.forward(clamp_fp16(f))
             }
         }
     }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use burn::nn::Linear;
 use burn::tensor::activation::silu;
-use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Bool, DType, FloatDType, Tensor, TensorData, backend::Backend};
 use sakiko_weights::{WeightFile, Weights};
 
 use crate::layers::{Block, Layout, Loader, RmsNorm, Rope};
@@ -35,6 +35,7 @@ pub struct NextDit<B: Backend> {
     final_ada_ln: Linear<B>,
     final_linear: Linear<B>,
     config: NextDitConfig,
+    dtype: FloatDType,
 }
 
 /// Named intermediate outputs, for locating a mismatch (`x_embedder`, `context_refiner.0`, …).
@@ -45,24 +46,59 @@ impl<B: Backend> NextDit<B> {
     /// `model.diffusion_model.`, as in all-in-one checkpoints), or a diffusers folder
     /// (`config.json` + `diffusion_pytorch_model.safetensors`, also as a pipeline's `transformer/`).
     pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self, NextDitError> {
+        Self::load_as(path, FloatDType::F32, device)
+    }
+
+    /// [`NextDit::load`] computing in `dtype` (see [`NextDit::from_weights_as`]).
+    pub fn load_as(
+        path: impl AsRef<Path>,
+        dtype: FloatDType,
+        device: &B::Device,
+    ) -> Result<Self, NextDitError> {
         let path = path.as_ref();
         if let Some((config, weights)) = sakiko_weights::diffusers_component(path, "transformer") {
             let config = NextDitConfig::from_file(config)?;
-            return Self::from_weights(&WeightFile::open(weights)?, Some(config), device);
+            return Self::from_weights_as(&WeightFile::open(weights)?, Some(config), dtype, device);
         }
-        Self::from_weights(&WeightFile::open(path)?, None, device)
+        Self::from_weights_as(&WeightFile::open(path)?, None, dtype, device)
     }
 
-    /// Builds from an open weight file; without `config`, it is detected from the tensor shapes.
+    /// Builds from an open weight file, computing in f32; without `config`, it is detected from
+    /// the tensor shapes.
     pub fn from_weights(
         file: &WeightFile,
         config: Option<NextDitConfig>,
         device: &B::Device,
     ) -> Result<Self, NextDitError> {
+        Self::from_weights_as(file, config, FloatDType::F32, device)
+    }
+
+    /// [`NextDit::from_weights`] with weights and activations in `dtype`: `BF16` as ComfyUI runs
+    /// the model on GPUs (half the memory of f32), `F16` with ComfyUI's overflow clamp after
+    /// every attention and feed-forward output, or `F32`. Norms, the final LayerNorm and the
+    /// sinusoidal features compute in f32 whatever the dtype; inputs and outputs are f32.
+    pub fn from_weights_as(
+        file: &WeightFile,
+        config: Option<NextDitConfig>,
+        dtype: FloatDType,
+        device: &B::Device,
+    ) -> Result<Self, NextDitError> {
+        if !matches!(dtype, FloatDType::F32 | FloatDType::BF16 | FloatDType::F16) {
+            return Err(NextDitError::Unsupported(format!(
+                "compute dtype {dtype:?} (use F32, BF16 or F16)"
+            )));
+        }
+        if !B::supports_dtype(device, dtype.into()) {
+            return Err(NextDitError::Unsupported(format!(
+                "the {} backend cannot compute in {dtype:?} on this device",
+                B::name(device)
+            )));
+        }
         let (prefix, layout) = detect_layout(file)?;
         let l = Loader {
             weights: file.scope(prefix),
             layout,
+            dtype,
             device,
         };
         let c = match config {
@@ -92,7 +128,13 @@ impl<B: Backend> NextDit<B> {
             final_ada_ln: l.linear("final_layer.adaLN_modulation.1", t, d, true)?,
             final_linear: l.linear("final_layer.linear", d, p2c, true)?,
             config: c,
+            dtype,
         })
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> FloatDType {
+        self.dtype
     }
 
     /// The configuration.
@@ -129,20 +171,22 @@ impl<B: Backend> NextDit<B> {
         let [cb, l, cf] = cap.dims();
         let p = c.patch_size;
         self.check_inputs(b, ch, h_in, w_in, [cb, l, cf], t, cap_lens)?;
-        let x = pad_circular(x, p);
+        let dt = self.dtype;
+        let x = pad_circular(x.cast(dt), p);
         let [_, _, h, w] = x.dims();
         let (hp, wp) = (h / p, w / p);
         let n_img = hp * wp;
 
         // Timestep and caption embeddings.
         let temb = self.t_mlp_2.forward(silu(
-            self.t_mlp_0.forward(timestep_features::<B>(t, &device)),
+            self.t_mlp_0
+                .forward(timestep_features::<B>(t, &device).cast(dt)),
         ));
         let silu_temb = silu(temb);
-        let cap = self.cap_linear.forward(self.cap_norm.forward(cap));
+        let cap = self.cap_linear.forward(self.cap_norm.forward(cap.cast(dt)));
         let mut record = |name: String, v: &Tensor<B, 3>| {
             if let Some(tr) = trace.as_deref_mut() {
-                tr.push((name, v.clone()));
+                tr.push((name, v.clone().cast(FloatDType::F32)));
             }
         };
 
@@ -160,7 +204,7 @@ impl<B: Backend> NextDit<B> {
             .iter()
             .map(|_| (0..l).map(|i| [i, 0, 0]).collect())
             .collect();
-        let cap_rope = axes.rope::<B>(&cap_pos, &device);
+        let cap_rope = axes.rope::<B>(&cap_pos, dt, &device);
         let cap_mask = key_mask::<B>(cap_lens, l, c.num_attention_heads, &device);
         let mut cap = cap;
         for (i, block) in self.context_refiner.iter().enumerate() {
@@ -173,7 +217,7 @@ impl<B: Backend> NextDit<B> {
             .iter()
             .map(|&len| (0..n_img).map(|j| [len, j / wp, j % wp]).collect())
             .collect();
-        let img_rope = axes.rope::<B>(&img_pos, &device);
+        let img_rope = axes.rope::<B>(&img_pos, dt, &device);
         for (i, block) in self.noise_refiner.iter().enumerate() {
             img = block.forward(img, &img_rope, None, &silu_temb);
             record(format!("noise_refiner.{i}"), &img);
@@ -190,7 +234,10 @@ impl<B: Backend> NextDit<B> {
                     img.clone().narrow(0, i, 1),
                 ];
                 if seq_lens[i] < s {
-                    parts.push(Tensor::zeros([1, s - seq_lens[i], d], &device));
+                    parts.push(Tensor::zeros(
+                        [1, s - seq_lens[i], d],
+                        (&device, DType::from(dt)),
+                    ));
                 }
                 Tensor::cat(parts, 1)
             })
@@ -205,20 +252,24 @@ impl<B: Backend> NextDit<B> {
                 pos
             })
             .collect();
-        let joint_rope = axes.rope::<B>(&joint_pos, &device);
+        let joint_rope = axes.rope::<B>(&joint_pos, dt, &device);
         let joint_mask = key_mask::<B>(&seq_lens, s, c.num_attention_heads, &device);
         for (i, block) in self.layers.iter().enumerate() {
             joint = block.forward(joint, &joint_rope, joint_mask.clone(), &silu_temb);
             record(format!("layers.{i}"), &joint);
         }
 
-        // Final layer: LayerNorm without affine (eps 1e-6), scale, project to patches.
+        // Final layer: LayerNorm without affine (eps 1e-6, in f32), scale, project to patches.
+        let joint = joint.cast(FloatDType::F32);
         let mean = joint.clone().mean_dim(2);
         let centred = joint - mean;
         let var = centred.clone().square().mean_dim(2);
-        let normed = centred / var.add_scalar(1e-6).sqrt();
+        let normed = (centred / var.add_scalar(1e-6).sqrt()).cast(dt);
         let scale: Tensor<B, 3> = self.final_ada_ln.forward(silu_temb).unsqueeze_dim(1);
-        let y = self.final_linear.forward(normed * scale.add_scalar(1.0));
+        let y = self
+            .final_linear
+            .forward(normed * scale.add_scalar(1.0))
+            .cast(FloatDType::F32);
 
         // Unpatchify each sample's image tokens.
         let out: Vec<Tensor<B, 4>> = (0..b)
@@ -345,8 +396,14 @@ impl Axes {
         Self { freqs }
     }
 
-    /// cos/sin tables for each sample's positions (angles in f64, rounded to f32 as diffusers does).
-    fn rope<B: Backend>(&self, positions: &[Vec<[usize; 3]>], device: &B::Device) -> Rope<B> {
+    /// cos/sin tables for each sample's positions (angles in f64, rounded to f32 as diffusers
+    /// does, then to the compute dtype as ComfyUI does).
+    fn rope<B: Backend>(
+        &self,
+        positions: &[Vec<[usize; 3]>],
+        dtype: FloatDType,
+        device: &B::Device,
+    ) -> Rope<B> {
         let half: usize = self.freqs.iter().map(Vec::len).sum();
         let s = positions.first().map_or(0, Vec::len);
         let (mut cos, mut sin) = (Vec::new(), Vec::new());
@@ -362,9 +419,11 @@ impl Axes {
             }
         }
         let shape = [positions.len(), s, 1, half];
+        let table =
+            |v: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(v, shape), device).cast(dtype);
         Rope {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+            cos: table(cos),
+            sin: table(sin),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! and per-block intermediates.
 
 use burn::backend::Flex;
-use burn::tensor::{ElementConversion, Tensor, backend::Backend};
+use burn::tensor::{ElementConversion, FloatDType, Tensor, backend::Backend};
 use sakiko_nextdit::{NextDit, NextDitConfig, Trace};
 use sakiko_weights::WeightFile;
 
@@ -234,4 +234,132 @@ fn comfyui_qk_norm_epsilon_changes_little() {
     let diff = max_diff(out, tensor(&io, "equal/out", &device));
     // Different from diffusers' 1e-5, but only in the small digits.
     assert!(diff > 0.0 && diff < 1e-3, "{diff}");
+}
+
+/// bf16 and f16 compute on `B`: our error against the f32 reference must be of the size of
+/// PyTorch's own error in that dtype (and our output close to PyTorch's).
+fn half_precision_checked<B: Backend>(
+    backend: &str,
+    device: &B::Device,
+    dtypes: &[(FloatDType, &str)],
+) {
+    for config in CONFIGS {
+        let io = WeightFile::open(fixture(&format!("{config}_io.safetensors"))).unwrap();
+        let file =
+            WeightFile::open(fixture(&format!("{config}_original_bf16.safetensors"))).unwrap();
+        let cfg =
+            NextDitConfig::from_file(fixture(&format!("{config}_diffusers/config.json"))).unwrap();
+        for &(dtype, tag) in dtypes {
+            let model =
+                NextDit::<B>::from_weights_as(&file, Some(cfg.clone()), dtype, device).unwrap();
+            assert_eq!(model.dtype(), dtype);
+            let x: Tensor<B, 4> = tensor(&io, "equal/x", device);
+            let cap: Tensor<B, 3> = tensor(&io, "equal/cap", device);
+            let t = io.read_f32("equal/t").unwrap().0;
+            let out = model.forward(x, &t, cap, &cap_lens(&io, "equal")).unwrap();
+            assert_eq!(out.dtype(), burn::tensor::DType::F32);
+            let reference: Tensor<B, 4> = tensor(&io, "equal/out", device);
+            let torch: Tensor<B, 4> = tensor(&io, &format!("equal/out_{tag}"), device);
+            let ours = max_diff(out.clone(), reference.clone());
+            let theirs = max_diff(torch.clone(), reference);
+            let between = max_diff(out, torch);
+            println!(
+                "{backend} {config} {tag}: |ours − f32| {ours:.3e}, |PyTorch {tag} − f32| {theirs:.3e}, |ours − PyTorch {tag}| {between:.3e}"
+            );
+            assert!(
+                ours <= 2.0 * theirs,
+                "{config} {tag}: {ours} vs PyTorch's {theirs}"
+            );
+            assert!(
+                between <= 2.0 * theirs,
+                "{config} {tag}: {between} from PyTorch's {tag}"
+            );
+        }
+    }
+}
+
+#[test]
+fn half_precision_matches_pytorch_half_on_flex() {
+    let dtypes = [(FloatDType::BF16, "bf16"), (FloatDType::F16, "f16")];
+    half_precision_checked::<Flex>("flex", &Default::default(), &dtypes);
+}
+
+/// Wgpu computes in the half types the device offers (lavapipe: f16, no bf16); the others are a
+/// typed error.
+#[cfg(feature = "wgpu")]
+#[test]
+fn half_precision_on_wgpu() {
+    use burn::backend::Wgpu;
+    let device = Default::default();
+    let file = WeightFile::open(fixture("gqa16_original_bf16.safetensors")).unwrap();
+    let cfg = NextDitConfig::from_file(fixture("gqa16_diffusers/config.json")).unwrap();
+    for dtype in [FloatDType::BF16, FloatDType::F16] {
+        let supported = <Wgpu as Backend>::supports_dtype(&device, dtype.into());
+        let loaded = NextDit::<Wgpu>::from_weights_as(&file, Some(cfg.clone()), dtype, &device);
+        println!("wgpu {dtype:?}: supported {supported}");
+        assert_eq!(loaded.is_ok(), supported, "{dtype:?}");
+        if let Err(e) = loaded {
+            assert!(e.to_string().contains("cannot compute in"), "{e}");
+        }
+    }
+    if <Wgpu as Backend>::supports_dtype(&device, FloatDType::F16.into()) {
+        half_precision_checked::<Wgpu>("wgpu", &device, &[(FloatDType::F16, "f16")]);
+    }
+}
+
+#[test]
+fn f16_overflow_is_clamped_as_comfyui_does() {
+    // Scale one block's feed-forward output projection so that its SwiGLU output exceeds f16's
+    // 65504: without ComfyUI's clamp the block output is inf/NaN and so is the whole prediction.
+    let device = Default::default();
+    let src = WeightFile::open(fixture("gqa16_original_bf16.safetensors")).unwrap();
+    let dir = std::env::temp_dir().join(format!("sakiko-f16-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("overflow.safetensors");
+    let mut tensors = Vec::new();
+    for key in src.keys().map(str::to_owned).collect::<Vec<_>>() {
+        let (mut values, shape) = src.read_f32(&key).unwrap();
+        if key.ends_with("layers.0.feed_forward.w2.weight") {
+            values.iter_mut().for_each(|v| *v *= 1e6);
+        }
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.push((key, shape, bytes));
+    }
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(k, s, b)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+            (k.clone(), view.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    let file = WeightFile::open(&path).unwrap();
+    let io = WeightFile::open(fixture("gqa16_io.safetensors")).unwrap();
+    let cfg = NextDitConfig::from_file(fixture("gqa16_diffusers/config.json")).unwrap();
+    let lens = cap_lens(&io, "equal");
+    let t = io.read_f32("equal/t").unwrap().0;
+    let run = |dtype| {
+        let model =
+            NextDit::<Flex>::from_weights_as(&file, Some(cfg.clone()), dtype, &device).unwrap();
+        let x: Tensor<Flex, 4> = tensor(&io, "equal/x", &device);
+        let cap: Tensor<Flex, 3> = tensor(&io, "equal/cap", &device);
+        model.forward(x, &t, cap, &lens).unwrap()
+    };
+    let f16 = run(FloatDType::F16);
+    let finite: bool = f16.clone().is_finite().all().into_scalar().elem();
+    assert!(finite, "f16 output has inf/NaN despite the clamp");
+    // The f32 model has no such problem; the clamped f16 result stays in its range.
+    let f32_out = run(FloatDType::F32);
+    let bound: f32 = f32_out.abs().max().into_scalar().elem();
+    let got: f32 = f16.abs().max().into_scalar().elem();
+    assert!(got < 10.0 * bound + 10.0, "{got} vs f32's {bound}");
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn unsupported_compute_dtypes_are_errors() {
+    let file = WeightFile::open(fixture("gqa16_original_bf16.safetensors")).unwrap();
+    let err = NextDit::<Flex>::from_weights_as(&file, None, FloatDType::F64, &Default::default())
+        .unwrap_err();
+    assert!(err.to_string().contains("F64"), "{err}");
 }

@@ -26,12 +26,14 @@ const F32: u64 = 4;
 
 impl MemoryEstimate {
     /// The estimate for `request` with these models (`params`: stored parameter counts of the
-    /// denoiser and VAE).
+    /// denoiser and VAE; `dit_bytes`: bytes per denoiser value, 4 for f32, 2 for bf16/f16).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         te: &Gemma2Config,
         dit: &NextDitConfig,
         vae: &VaeConfig,
         params: [u64; 2],
+        dit_bytes: u64,
         request: &GenerationRequest,
         prompt_tokens: usize,
         keep_in_memory: bool,
@@ -52,9 +54,9 @@ impl MemoryEstimate {
         let patch = u(dit.patch_size) * u(vae.downscale());
         let tokens = u(request.width) / patch * (u(request.height) / patch) + u(prompt_tokens);
         let rows = 2 * u(request.batch);
-        let dit_act = rows * tokens * (12 * u(dit.hidden_size) + 3 * u(dit.ffn_dim())) * F32
-            + rows * u(dit.num_attention_heads) * tokens * tokens * F32;
-        let dit_weights = params[0] * F32;
+        let dit_act = rows * tokens * (12 * u(dit.hidden_size) + 3 * u(dit.ffn_dim())) * dit_bytes
+            + rows * u(dit.num_attention_heads) * tokens * tokens * dit_bytes;
+        let dit_weights = params[0] * dit_bytes;
 
         // VAE: three full-resolution tensors of the widest full-resolution level, and the
         // single-head attention over the lowest level.

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{FloatDType, Tensor, TensorData, backend::Backend};
 use image::{DynamicImage, RgbImage};
 use sakiko_gemma::EncoderOptions;
 use sakiko_nextdit::{NextDit, NextDitConfig};
@@ -69,6 +69,9 @@ pub struct PipelineOptions {
     pub encoder: EncoderOptions,
     /// Decode in tiles (less memory, slight seams); `None` decodes at once, as ComfyUI first tries.
     pub vae_tiling: Option<Tiling>,
+    /// The denoiser's compute dtype; `None` picks bf16 on CUDA (as ComfyUI on GPUs: half the
+    /// memory) and f32 everywhere else. F16 applies ComfyUI's overflow clamp.
+    pub dit_dtype: Option<FloatDType>,
 }
 
 impl Default for PipelineOptions {
@@ -78,6 +81,7 @@ impl Default for PipelineOptions {
             cache_embeddings: true,
             encoder: EncoderOptions::comfyui(),
             vae_tiling: None,
+            dit_dtype: None,
         }
     }
 }
@@ -142,6 +146,12 @@ impl<B: Backend> PipelineBuilder<B> {
         self
     }
 
+    /// The denoiser's compute dtype (`None`: automatic).
+    pub fn dit_dtype(mut self, dtype: Option<FloatDType>) -> Self {
+        self.options.dit_dtype = dtype;
+        self
+    }
+
     /// Checks the backend, reads the tokenizer and every header, and checks that the components
     /// fit together. No weights are loaded yet.
     pub fn build(self) -> Result<Pipeline<B>, PipelineError> {
@@ -169,6 +179,16 @@ impl<B: Backend> PipelineBuilder<B> {
                 dit.patch_size
             )));
         }
+        let dit_dtype = self
+            .options
+            .dit_dtype
+            .unwrap_or_else(|| auto_dtype::<B>(&self.device));
+        if !B::supports_dtype(&self.device, dit_dtype.into()) {
+            return Err(PipelineError::Backend {
+                backend: B::name(&self.device),
+                reason: format!("it cannot compute in {dit_dtype:?}; choose another dtype"),
+            });
+        }
         let params = [
             parameter_count(
                 &dit_file,
@@ -183,11 +203,30 @@ impl<B: Backend> PipelineBuilder<B> {
             text,
             dit_config: dit,
             vae_config: vae,
+            dit_dtype,
             params,
             dit: None,
             vae: None,
             cache: HashMap::new(),
         })
+    }
+}
+
+/// bf16 on CUDA (what ComfyUI runs there), f32 elsewhere (CPUs compute f32 faster and exactly).
+fn auto_dtype<B: Backend>(device: &B::Device) -> FloatDType {
+    let cuda = std::any::type_name::<B>().contains("Cuda");
+    if cuda && B::supports_dtype(device, FloatDType::BF16.into()) {
+        FloatDType::BF16
+    } else {
+        FloatDType::F32
+    }
+}
+
+fn dtype_bytes(dtype: FloatDType) -> u64 {
+    match dtype {
+        FloatDType::F64 => 8,
+        FloatDType::F16 | FloatDType::BF16 => 2,
+        _ => 4,
     }
 }
 
@@ -225,6 +264,7 @@ pub struct Pipeline<B: Backend> {
     text: TextEncoder<B>,
     dit_config: NextDitConfig,
     vae_config: VaeConfig,
+    dit_dtype: FloatDType,
     /// Stored parameter counts of the denoiser and the VAE.
     params: [u64; 2],
     dit: Option<NextDit<B>>,
@@ -253,6 +293,11 @@ impl<B: Backend> Pipeline<B> {
         &self.dit_config
     }
 
+    /// The denoiser's compute dtype.
+    pub fn dit_dtype(&self) -> FloatDType {
+        self.dit_dtype
+    }
+
     /// The text encoder (tokenizer and configuration).
     pub fn text_encoder(&mut self) -> &mut TextEncoder<B> {
         &mut self.text
@@ -265,6 +310,7 @@ impl<B: Backend> Pipeline<B> {
             &self.dit_config,
             &self.vae_config,
             self.params,
+            dtype_bytes(self.dit_dtype),
             request,
             prompt_tokens,
             self.options.keep_in_memory,
@@ -428,7 +474,12 @@ impl<B: Backend> Pipeline<B> {
             path: self.files.dit.clone(),
         })?;
         let (file, config) = self.files.dit_source()?;
-        Ok(NextDit::from_weights(&file, Some(config), &self.device)?)
+        Ok(NextDit::from_weights_as(
+            &file,
+            Some(config),
+            self.dit_dtype,
+            &self.device,
+        )?)
     }
 
     fn put_dit(

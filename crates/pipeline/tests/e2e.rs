@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
-use burn::tensor::backend::Backend;
+use burn::tensor::{FloatDType, backend::Backend};
 use image::DynamicImage;
 use sakiko_pipeline::{
     Component, Event, GenerationRequest, ModelFiles, Pipeline, PipelineError, PipelineOptions,
@@ -144,6 +144,35 @@ fn euler_ancestral_batch_of_two_matches_the_reference() {
 #[test]
 fn img2img_matches_the_reference() {
     check_case("img2img");
+}
+
+#[test]
+fn half_precision_denoiser_stays_close_to_the_reference() {
+    let (reference, _) = expected("euler/latent");
+    let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for dtype in [FloatDType::BF16, FloatDType::F16] {
+        let mut pipeline = Pipeline::<Flex>::builder(files())
+            .dit_dtype(Some(dtype))
+            .build()
+            .expect("pipeline");
+        assert_eq!(pipeline.dit_dtype(), dtype);
+        let latent: Vec<f32> = pipeline
+            .generate(&case("euler"), |_| ControlFlow::Continue(()))
+            .expect("generation")
+            .latent
+            .into_data()
+            .to_vec()
+            .expect("f32");
+        assert!(latent.iter().all(|v| v.is_finite()));
+        let err = max_abs(&latent, &reference);
+        println!("{dtype:?}: latent max |Δ| {err:.3e} (latent max |x| {scale:.2})");
+        assert!(err < 0.05 * scale, "{dtype:?}: {err}");
+    }
+    // Flex computes f32 by default.
+    let pipeline = Pipeline::<Flex>::builder(files())
+        .build()
+        .expect("pipeline");
+    assert_eq!(pipeline.dit_dtype(), FloatDType::F32);
 }
 
 #[test]

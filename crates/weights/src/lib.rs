@@ -22,7 +22,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 use safetensors::Dtype;
 use safetensors::tensor::{Metadata, TensorInfo};
 
@@ -519,6 +519,30 @@ impl<'a> Weights<'a> {
         stored: &[usize],
         device: &B::Device,
     ) -> Result<Tensor<B, D>, WeightError> {
+        self.tensor_reshaped_as(name, shape, stored, DType::F32, device)
+    }
+
+    /// [`Weights::tensor`] in `dtype` (e.g. `DType::BF16` to keep bf16 weights at half the
+    /// memory of f32; only one tensor is ever held in f32 while converting).
+    pub fn tensor_as<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        dtype: DType,
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, WeightError> {
+        self.tensor_reshaped_as(name, shape, &shape, dtype, device)
+    }
+
+    /// [`Weights::tensor_reshaped`] in `dtype`.
+    pub fn tensor_reshaped_as<B: Backend, const D: usize>(
+        &self,
+        name: &str,
+        shape: [usize; D],
+        stored: &[usize],
+        dtype: DType,
+        device: &B::Device,
+    ) -> Result<Tensor<B, D>, WeightError> {
         let key = self.key(name);
         let (values, found) = self.file.read_f32(&key)?;
         if found != stored {
@@ -529,7 +553,10 @@ impl<'a> Weights<'a> {
                 found,
             });
         }
-        Ok(Tensor::from_data(TensorData::new(values, shape), device))
+        Ok(Tensor::from_data(
+            TensorData::new(values, shape),
+            (device, dtype),
+        ))
     }
 }
 
