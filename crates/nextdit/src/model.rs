@@ -428,16 +428,8 @@ impl Axes {
     }
 }
 
-/// What a checkpoint holds, read from its header alone (no tensor is loaded).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Detected {
-    /// The key prefix (one of [`PREFIXES`]).
-    pub prefix: &'static str,
-    /// The key naming.
-    pub layout: Layout,
-    /// The configuration, detected from the tensor shapes.
-    pub config: NextDitConfig,
-}
+/// What a checkpoint holds: prefix, [`Layout`] and configuration.
+pub type Detected = sakiko_weights::Detected<Layout, NextDitConfig>;
 
 /// Identifies a NextDiT checkpoint (prefix, layout) and detects its configuration from the
 /// shapes, without loading it.

@@ -302,16 +302,8 @@ impl<B: Backend> Vae<B> {
     }
 }
 
-/// What a checkpoint holds, read from its header alone (no tensor is loaded).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Detected {
-    /// The key prefix (one of [`PREFIXES`]).
-    pub prefix: &'static str,
-    /// The key naming.
-    pub layout: Layout,
-    /// The configuration, detected from the tensor shapes.
-    pub config: VaeConfig,
-}
+/// What a checkpoint holds: prefix, [`Layout`] and configuration.
+pub type Detected = sakiko_weights::Detected<Layout, VaeConfig>;
 
 /// Identifies an autoencoder checkpoint (prefix, layout) and detects its configuration, without
 /// loading it.

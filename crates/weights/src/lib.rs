@@ -435,6 +435,18 @@ impl WeightFile {
     }
 }
 
+/// What a model checkpoint holds, read from its header alone (no tensor is loaded): the key prefix
+/// it was found under, its key naming and its configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detected<L, C> {
+    /// The key prefix (one of the model's known prefixes).
+    pub prefix: &'static str,
+    /// The key naming.
+    pub layout: L,
+    /// The configuration, detected from the tensor shapes.
+    pub config: C,
+}
+
 /// Appends little-endian `bytes` of `dtype` (F32, F16, BF16 or F64) to `out` as f32; any other
 /// type is returned as the error.
 pub fn decode_f32(bytes: &[u8], dtype: Dtype, out: &mut Vec<f32>) -> Result<(), Dtype> {
