@@ -489,3 +489,88 @@ fn hub_downloads_fail_clearly_offline() {
         );
     assert!(!out.exists());
 }
+
+#[test]
+fn prompt_file_gives_the_same_image_as_prompt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("prompt.xml");
+    std::fs::write(&file, EULER_PROMPT).expect("write");
+    let mut latents = Vec::new();
+    for (i, source) in [
+        ["--prompt", EULER_PROMPT],
+        ["--prompt-file", file.to_str().expect("utf-8")],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut args = case("euler");
+        let at = args.iter().position(|a| a == "--prompt").expect("--prompt");
+        args.drain(at..at + 2);
+        let latent = dir.path().join(format!("latent{i}.safetensors"));
+        sakiko()
+            .args(args)
+            .args(source)
+            .args(["--steps", "2", "--save-latent"])
+            .arg(&latent)
+            .arg("-o")
+            .arg(dir.path().join(format!("out{i}.png")))
+            .assert()
+            .success();
+        latents.push(
+            WeightFile::open(&latent)
+                .and_then(|f| f.read_f32("latent"))
+                .expect("latent"),
+        );
+    }
+    assert_eq!(latents[0], latents[1]);
+}
+
+#[test]
+fn text_commands_reject_bad_input_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("cond.safetensors");
+    let vae = model("vae/tiny_ae.safetensors");
+    let spm = dir.path().join("tokenizer.model");
+    let spiece = WeightFile::open(model("text_encoders/tiny_gemma2_fp16.safetensors"))
+        .and_then(|f| f.read_bytes("spiece_model"))
+        .expect("spiece_model");
+    std::fs::write(&spm, spiece).expect("write");
+    let (out_s, spm_s) = (out.display().to_string(), spm.display().to_string());
+    // A file without a tokenizer, a missing file, a VAE given as the text encoder.
+    for (args, mention) in [
+        (
+            vec!["tokenize", "--text-encoder", &vae, "x"],
+            "embeds no tokenizer",
+        ),
+        (
+            vec!["tokenize", "--text-encoder", "missing.safetensors", "x"],
+            "missing.safetensors",
+        ),
+        (
+            vec![
+                "encode",
+                "--text-encoder",
+                &vae,
+                "--tokenizer",
+                &spm_s,
+                "-o",
+                &out_s,
+                "x",
+            ],
+            "tiny_ae.safetensors",
+        ),
+    ] {
+        sakiko()
+            .args(&args)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("error:").and(predicate::str::contains(mention)))
+            .stderr(predicate::str::contains("panicked").not());
+        assert!(!out.exists());
+    }
+    sakiko()
+        .args(["inspect", "missing.safetensors"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("missing.safetensors"));
+}
