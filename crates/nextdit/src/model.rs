@@ -58,7 +58,12 @@ impl<B: Backend> NextDit<B> {
         let path = path.as_ref();
         if let Some((config, weights)) = sakiko_weights::diffusers_component(path, "transformer") {
             let config = NextDitConfig::from_file(config)?;
-            return Self::from_weights_as(&WeightFile::open(weights)?, Some(config), dtype, device);
+            return Self::from_weights_as(
+                &WeightFile::open_any(weights)?,
+                Some(config),
+                dtype,
+                device,
+            );
         }
         Self::from_weights_as(&WeightFile::open(path)?, None, dtype, device)
     }

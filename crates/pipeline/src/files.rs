@@ -263,7 +263,7 @@ fn open_component(
     subfolder: &str,
 ) -> Result<(WeightFile, Option<PathBuf>), PipelineError> {
     match sakiko_weights::diffusers_component(path, subfolder) {
-        Some((config, weights)) => Ok((WeightFile::open(weights)?, Some(config))),
+        Some((config, weights)) => Ok((WeightFile::open_any(weights)?, Some(config))),
         None => Ok((WeightFile::open(path)?, None)),
     }
 }
@@ -439,6 +439,7 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Inspection, PipelineError> {
     let file = if path.is_dir() {
         let found = [
             "diffusion_pytorch_model.safetensors",
+            "diffusion_pytorch_model.safetensors.index.json",
             "model.safetensors",
             "model.safetensors.index.json",
         ]
@@ -449,11 +450,7 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Inspection, PipelineError> {
             component: Component::Dit,
             detail: format!("no weights file in {}", path.display()),
         })?;
-        if found.extension().is_some_and(|e| e == "json") {
-            WeightFile::open_index(found)?
-        } else {
-            WeightFile::open(found)?
-        }
+        WeightFile::open_any(found)?
     } else {
         WeightFile::open(path)?
     };

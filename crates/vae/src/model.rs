@@ -220,7 +220,7 @@ impl<B: Backend> Vae<B> {
         let path = path.as_ref();
         if let Some((config, weights)) = sakiko_weights::diffusers_component(path, "vae") {
             let config = VaeConfig::from_file(config)?;
-            return Self::from_weights(&WeightFile::open(weights)?, Some(config), device);
+            return Self::from_weights(&WeightFile::open_any(weights)?, Some(config), device);
         }
         Self::from_weights(&WeightFile::open(path)?, None, device)
     }

@@ -123,8 +123,10 @@ pub fn read_config<T: serde::de::DeserializeOwned>(
 }
 
 /// The files of one model component in a diffusers folder: `config.json` and
-/// `diffusion_pytorch_model.safetensors`, in `dir` itself or in its `subfolder` (as in a pipeline
-/// folder: `vae/`, `transformer/`). `None` when `dir` is not a directory.
+/// `diffusion_pytorch_model.safetensors` (or the index of its shards,
+/// `diffusion_pytorch_model.safetensors.index.json`), in `dir` itself or in its `subfolder` (as in
+/// a pipeline folder: `vae/`, `transformer/`). `None` when `dir` is not a directory. Open the
+/// weights with [`WeightFile::open_any`].
 pub fn diffusers_component(dir: &Path, subfolder: &str) -> Option<(PathBuf, PathBuf)> {
     if !dir.is_dir() {
         return None;
@@ -135,10 +137,14 @@ pub fn diffusers_component(dir: &Path, subfolder: &str) -> Option<(PathBuf, Path
     } else {
         dir.to_path_buf()
     };
-    Some((
-        root.join("config.json"),
-        root.join("diffusion_pytorch_model.safetensors"),
-    ))
+    let single = root.join("diffusion_pytorch_model.safetensors");
+    let index = root.join("diffusion_pytorch_model.safetensors.index.json");
+    let weights = if !single.exists() && index.exists() {
+        index
+    } else {
+        single
+    };
+    Some((root.join("config.json"), weights))
 }
 
 /// One safetensors file of a (possibly sharded) checkpoint.
@@ -294,6 +300,16 @@ impl WeightFile {
             shards: vec![shard],
             tensors: tensors.into_iter().map(|(k, v)| (k, (0, v))).collect(),
         })
+    }
+
+    /// Opens a safetensors file, or a sharded checkpoint when `path` is its `….index.json`.
+    pub fn open_any(path: impl AsRef<Path>) -> Result<Self, WeightError> {
+        let path = path.as_ref();
+        if path.to_string_lossy().ends_with(".index.json") {
+            Self::open_index(path)
+        } else {
+            Self::open(path)
+        }
     }
 
     /// Opens a sharded checkpoint from its index (`model.safetensors.index.json`, whose
