@@ -94,14 +94,7 @@ impl Job for EncodeArgs {
         let mut te = TextEncoder::<B>::new(&self.text.files(), Default::default(), device)?;
         let ids = te.tokenize(&self.text.text())?;
         let cond = te.encode(&ids)?;
-        let values: Vec<f32> = cond
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .to_vec()
-            .unwrap_or_default();
-        sakiko_pipeline::save_f32(&self.output, "cond", &cond.dims(), &values)
-            .map_err(|e| CliError::Failed(format!("{}: {e}", self.output.display())))?;
+        sakiko_pipeline::save_tensor(&self.output, "cond", &cond)?;
         eprintln!("{} tokens → {}", ids.len(), self.output.display());
         Ok(())
     }

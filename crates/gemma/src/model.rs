@@ -171,8 +171,7 @@ impl<B: Backend> Gemma2<B> {
         config: Option<Gemma2Config>,
         device: &B::Device,
     ) -> Result<Self, GemmaError> {
-        let prefix = file.detect_prefix("embed_tokens.weight", &PREFIXES)?;
-        let w = file.scope(prefix);
+        let w = file.scope(identify(file)?);
         let c = match config {
             Some(c) => c,
             None => detect_config(&w),
@@ -398,9 +397,15 @@ pub struct Detected {
     pub has_tokenizer: bool,
 }
 
+/// The prefix under which `file` holds a Gemma-2 encoder (one of [`PREFIXES`]), from the keys
+/// alone; an error when it holds none.
+pub fn identify(file: &WeightFile) -> Result<&'static str, GemmaError> {
+    Ok(file.detect_prefix("embed_tokens.weight", &PREFIXES)?)
+}
+
 /// Identifies a Gemma-2 checkpoint and detects its configuration, without loading it.
 pub fn detect(file: &WeightFile) -> Result<Detected, GemmaError> {
-    let prefix = file.detect_prefix("embed_tokens.weight", &PREFIXES)?;
+    let prefix = identify(file)?;
     let config = detect_config(&file.scope(prefix));
     config.validate()?;
     Ok(Detected {

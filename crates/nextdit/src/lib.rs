@@ -18,4 +18,4 @@ mod model;
 pub use config::NextDitConfig;
 pub use error::NextDitError;
 pub use layers::{Attention, Block, FeedForward, Layout, RmsNorm, Rope};
-pub use model::{Detected, NextDit, PREFIXES, Trace, detect};
+pub use model::{Detected, NextDit, PREFIXES, Trace, detect, identify};

@@ -99,7 +99,7 @@ impl<B: Backend> NextDit<B> {
                 B::name(device)
             )));
         }
-        let (prefix, layout) = detect_layout(file)?;
+        let (prefix, layout) = identify(file)?;
         let l = Loader {
             weights: file.scope(prefix),
             layout,
@@ -439,7 +439,7 @@ pub type Detected = sakiko_weights::Detected<Layout, NextDitConfig>;
 /// Identifies a NextDiT checkpoint (prefix, layout) and detects its configuration from the
 /// shapes, without loading it.
 pub fn detect(file: &WeightFile) -> Result<Detected, NextDitError> {
-    let (prefix, layout) = detect_layout(file)?;
+    let (prefix, layout) = identify(file)?;
     let config = detect_config(&file.scope(prefix), layout)?;
     Ok(Detected {
         prefix,
@@ -448,7 +448,9 @@ pub fn detect(file: &WeightFile) -> Result<Detected, NextDitError> {
     })
 }
 
-fn detect_layout(file: &WeightFile) -> Result<(&'static str, Layout), NextDitError> {
+/// Where a NextDiT checkpoint's tensors are in `file` (prefix) and how they are named, from the keys alone;
+/// an error when `file` holds none.
+pub fn identify(file: &WeightFile) -> Result<(&'static str, Layout), NextDitError> {
     let prefix = file.detect_prefix("x_embedder.weight", &PREFIXES)?;
     let layout = if file.contains(&format!("{prefix}layers.0.attn.to_q.weight")) {
         Layout::Diffusers

@@ -56,7 +56,7 @@ pub fn check_backend<B: Backend>(device: &B::Device) -> Result<(), PipelineError
 
 /// `wgpu`, `cuda` or `flex` from the backend's type name (the backend's own `name` needs a working
 /// device).
-fn short_name<B: Backend>() -> String {
+pub(crate) fn short_name<B: Backend>() -> String {
     let full = std::any::type_name::<B>();
     ["Wgpu", "Cuda", "Flex", "Rocm", "Metal", "Vulkan"]
         .iter()

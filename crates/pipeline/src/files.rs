@@ -169,6 +169,16 @@ impl ModelFiles {
         self
     }
 
+    /// The denoiser's weights.
+    pub(crate) fn open_dit(&self) -> Result<WeightFile, PipelineError> {
+        Ok(open_component(&self.dit, "transformer")?.0)
+    }
+
+    /// The VAE's weights.
+    pub(crate) fn open_vae(&self) -> Result<WeightFile, PipelineError> {
+        Ok(open_component(&self.vae, "vae")?.0)
+    }
+
     /// The denoiser's weights and configuration (explicit, from its folder, or detected).
     pub(crate) fn dit_source(&self) -> Result<(WeightFile, NextDitConfig), PipelineError> {
         let (file, folder_config) = open_component(&self.dit, "transformer")?;
@@ -301,6 +311,15 @@ fn wrong(file: &WeightFile, expected: Component, e: impl Into<PipelineError>) ->
     }
 }
 
+/// Whether `file` holds tensors of `component` (from its keys alone).
+fn holds(file: &WeightFile, component: Component) -> bool {
+    match component {
+        Component::Dit => sakiko_nextdit::identify(file).is_ok(),
+        Component::TextEncoder => sakiko_gemma::identify(file).is_ok(),
+        Component::Vae => sakiko_vae::identify(file).is_ok(),
+    }
+}
+
 /// The one file in `dir/{folders}` that holds `component`.
 fn find_in(dir: &Path, component: Component, folders: &[&str]) -> Result<PathBuf, PipelineError> {
     let mut looked = Vec::new();
@@ -318,14 +337,7 @@ fn find_in(dir: &Path, component: Component, folders: &[&str]) -> Result<PathBuf
         looked.push(format!("{} ({} files)", sub.display(), names.len()));
         let matching: Vec<PathBuf> = names
             .into_iter()
-            .filter(|p| {
-                WeightFile::open(p).is_ok_and(|f| {
-                    inspect_file(&f)
-                        .components
-                        .iter()
-                        .any(|d| d.component() == component)
-                })
-            })
+            .filter(|p| WeightFile::open(p).is_ok_and(|f| holds(&f, component)))
             .collect();
         match matching.len() {
             0 => continue,
@@ -468,33 +480,21 @@ fn inspect_file(file: &WeightFile) -> Inspection {
         component,
         reason: e.to_string(),
     };
-    let mut components = Vec::new();
-    if file
-        .detect_prefix("x_embedder.weight", &sakiko_nextdit::PREFIXES)
-        .is_ok()
-    {
-        components.push(
-            sakiko_nextdit::detect(file)
-                .map_or_else(|e| undetected(Component::Dit, &e), Detected::Dit),
-        );
-    }
-    if file
-        .detect_prefix("embed_tokens.weight", &sakiko_gemma::PREFIXES)
-        .is_ok()
-    {
-        components.push(sakiko_gemma::detect(file).map_or_else(
-            |e| undetected(Component::TextEncoder, &e),
-            Detected::TextEncoder,
-        ));
-    }
-    if file
-        .detect_prefix("decoder.conv_in.weight", &sakiko_vae::PREFIXES)
-        .is_ok()
-    {
-        components.push(
-            sakiko_vae::detect(file).map_or_else(|e| undetected(Component::Vae, &e), Detected::Vae),
-        );
-    }
+    let components = [Component::Dit, Component::TextEncoder, Component::Vae]
+        .into_iter()
+        .filter(|&c| holds(file, c))
+        .map(|c| match c {
+            Component::Dit => {
+                sakiko_nextdit::detect(file).map_or_else(|e| undetected(c, &e), Detected::Dit)
+            }
+            Component::TextEncoder => {
+                sakiko_gemma::detect(file).map_or_else(|e| undetected(c, &e), Detected::TextEncoder)
+            }
+            Component::Vae => {
+                sakiko_vae::detect(file).map_or_else(|e| undetected(c, &e), Detected::Vae)
+            }
+        })
+        .collect();
     Inspection {
         path: file.path().to_path_buf(),
         dtypes,

@@ -88,25 +88,34 @@ pub fn read_png_text(path: &Path) -> Result<Parameters, PipelineError> {
 
 /// Writes `latent` as an f32 safetensors file with the single tensor `latent`.
 pub fn save_latent<B: Backend>(path: &Path, latent: &Tensor<B, 4>) -> Result<(), PipelineError> {
+    save_tensor(path, "latent", latent)
+}
+
+/// Writes `tensor` as an f32 safetensors file with the single tensor `name` (e.g. a
+/// conditioning `cond`).
+pub fn save_tensor<B: Backend, const D: usize>(
+    path: &Path,
+    name: &str,
+    tensor: &Tensor<B, D>,
+) -> Result<(), PipelineError> {
     let fail = |reason: String| PipelineError::Output {
         path: path.to_path_buf(),
         reason,
     };
-    save_f32(path, "latent", &latent.dims(), &to_f32(latent.clone())).map_err(fail)
-}
-
-/// A tensor's values as f32 on the host.
-pub(crate) fn to_f32<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().unwrap_or_default()
-}
-
-/// Writes one f32 tensor `name` of `shape` as a safetensors file.
-pub fn save_f32(path: &Path, name: &str, shape: &[usize], values: &[f32]) -> Result<(), String> {
+    let values: Vec<f32> = tensor
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .map_err(|e| fail(format!("{e:?}")))?;
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.to_vec(), &bytes)
-            .map_err(|e| e.to_string())?;
-    safetensors::serialize_to_file([(name, view)], None, path).map_err(|e| e.to_string())
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        tensor.dims().to_vec(),
+        &bytes,
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    safetensors::serialize_to_file([(name, view)], None, path).map_err(|e| fail(e.to_string()))
 }
 
 /// The parameters written into image `index` of a batch: one text chunk per setting (`prompt`,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use burn::tensor::{FloatDType, Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData, backend::Backend};
 use image::{DynamicImage, RgbImage};
 use sakiko_gemma::EncoderOptions;
 use sakiko_nextdit::{NextDit, NextDitConfig};
@@ -192,9 +192,9 @@ impl<B: Backend> PipelineBuilder<B> {
         let params = [
             parameter_count(
                 &dit_file,
-                sakiko_nextdit::detect(&dit_file).map(|d| d.prefix),
+                sakiko_nextdit::identify(&dit_file).map(|(p, _)| p),
             ),
-            parameter_count(&vae_file, sakiko_vae::detect(&vae_file).map(|d| d.prefix)),
+            parameter_count(&vae_file, sakiko_vae::identify(&vae_file).map(|(p, _)| p)),
         ];
         Ok(Pipeline {
             files: self.files,
@@ -214,19 +214,11 @@ impl<B: Backend> PipelineBuilder<B> {
 
 /// bf16 on CUDA (what ComfyUI runs there), f32 elsewhere (CPUs compute f32 faster and exactly).
 fn auto_dtype<B: Backend>(device: &B::Device) -> FloatDType {
-    let cuda = std::any::type_name::<B>().contains("Cuda");
+    let cuda = crate::backend::short_name::<B>() == "cuda";
     if cuda && B::supports_dtype(device, FloatDType::BF16.into()) {
         FloatDType::BF16
     } else {
         FloatDType::F32
-    }
-}
-
-fn dtype_bytes(dtype: FloatDType) -> u64 {
-    match dtype {
-        FloatDType::F64 => 8,
-        FloatDType::F16 | FloatDType::BF16 => 2,
-        _ => 4,
     }
 }
 
@@ -310,7 +302,7 @@ impl<B: Backend> Pipeline<B> {
             &self.dit_config,
             &self.vae_config,
             self.params,
-            dtype_bytes(self.dit_dtype),
+            DType::from(self.dit_dtype).size() as u64,
             request,
             prompt_tokens,
             self.options.keep_in_memory,
@@ -473,10 +465,9 @@ impl<B: Backend> Pipeline<B> {
             component: Component::Dit,
             path: self.files.dit.clone(),
         })?;
-        let (file, config) = self.files.dit_source()?;
         Ok(NextDit::from_weights_as(
-            &file,
-            Some(config),
+            &self.files.open_dit()?,
+            Some(self.dit_config.clone()),
             self.dit_dtype,
             &self.device,
         )?)
@@ -509,8 +500,11 @@ impl<B: Backend> Pipeline<B> {
             component: Component::Vae,
             path: self.files.vae.clone(),
         })?;
-        let (file, config) = self.files.vae_source()?;
-        Ok(Vae::from_weights(&file, Some(config), &self.device)?)
+        Ok(Vae::from_weights(
+            &self.files.open_vae()?,
+            Some(self.vae_config.clone()),
+            &self.device,
+        )?)
     }
 }
 
@@ -550,26 +544,9 @@ fn decode<B: Backend>(
             .into_iter()
             .map(DynamicImage::ImageRgb8)
             .collect(),
-        OutputDepth::Sixteen => to_rgb16(pixels),
+        OutputDepth::Sixteen => sakiko_vae::to_rgb16(pixels)
+            .into_iter()
+            .map(DynamicImage::ImageRgb16)
+            .collect(),
     })
-}
-
-/// Decoder output → 16-bit images: `clamp((x + 1) / 2, 0, 1)`, ×65535, rounded.
-fn to_rgb16<B: Backend>(pixels: Tensor<B, 4>) -> Vec<DynamicImage> {
-    let [b, _, h, w] = pixels.dims();
-    let values = crate::output::to_f32(
-        pixels
-            .add_scalar(1.0)
-            .div_scalar(2.0)
-            .clamp(0.0, 1.0)
-            .permute([0, 2, 3, 1]),
-    );
-    values
-        .chunks_exact(h * w * 3)
-        .take(b)
-        .filter_map(|img| {
-            let data = img.iter().map(|&v| (v * 65535.0).round() as u16).collect();
-            image::ImageBuffer::from_raw(w as u32, h as u32, data).map(DynamicImage::ImageRgb16)
-        })
-        .collect()
 }

@@ -1,15 +1,33 @@
-//! Conversion between decoder tensors and 8-bit RGB images, exactly as ComfyUI saves and loads them.
+//! Conversion between decoder tensors and 8-bit RGB images, exactly as ComfyUI saves and loads them
+//! (and 16-bit images, which keep the decoder's precision).
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use image::RgbImage;
+use image::{ImageBuffer, Rgb, RgbImage};
 
 use crate::VaeError;
 
 /// Decoder output `[B, 3, H, W]` → one RGB image per batch item, as ComfyUI saves:
 /// `clamp((x + 1) / 2, 0, 1)`, ×255, truncated to 8 bits.
 pub fn to_rgb8<B: Backend>(images: Tensor<B, 4>) -> Vec<RgbImage> {
+    to_rgb(images, |v| (v * 255.0) as u8)
+}
+
+/// Decoder output `[B, 3, H, W]` → one 16-bit RGB image per batch item:
+/// `clamp((x + 1) / 2, 0, 1)`, ×65535, rounded.
+pub fn to_rgb16<B: Backend>(images: Tensor<B, 4>) -> Vec<ImageBuffer<Rgb<u16>, Vec<u16>>> {
+    to_rgb(images, |v| (v * 65535.0).round() as u16)
+}
+
+/// `clamp((x + 1) / 2, 0, 1)` per pixel, then `channel` to the image's channel type.
+fn to_rgb<B: Backend, T>(
+    images: Tensor<B, 4>,
+    channel: impl Fn(f32) -> T,
+) -> Vec<ImageBuffer<Rgb<T>, Vec<T>>>
+where
+    Rgb<T>: image::Pixel<Subpixel = T>,
+{
     let [b, _, h, w] = images.dims();
-    // [B, 3, H, W] → [B, H, W, 3] so that each image's bytes are contiguous.
+    // [B, 3, H, W] → [B, H, W, 3] so that each image's values are contiguous.
     let pixels = images
         .add_scalar(1.0)
         .div_scalar(2.0)
@@ -24,8 +42,8 @@ pub fn to_rgb8<B: Backend>(images: Tensor<B, 4>) -> Vec<RgbImage> {
         .chunks_exact(h * w * 3)
         .take(b)
         .map(|img| {
-            let bytes = img.iter().map(|&v| (v * 255.0) as u8).collect();
-            RgbImage::from_raw(w as u32, h as u32, bytes).unwrap_or_default()
+            let data = img.iter().map(|&v| channel(v)).collect();
+            ImageBuffer::from_raw(w as u32, h as u32, data).unwrap_or_default()
         })
         .collect()
 }

@@ -18,8 +18,8 @@ mod tiling;
 
 pub use config::VaeConfig;
 pub use error::VaeError;
-pub use image::{image_to_tensor, to_rgb8};
+pub use image::{image_to_tensor, to_rgb8, to_rgb16};
 pub use latent::LatentFormat;
 pub use layers::{AttnBlock, Layout, ResnetBlock};
-pub use model::{Decoder, Detected, Encoder, Level, MidBlock, PREFIXES, Vae, detect};
+pub use model::{Decoder, Detected, Encoder, Level, MidBlock, PREFIXES, Vae, detect, identify};
 pub use tiling::Tiling;

@@ -232,7 +232,7 @@ impl<B: Backend> Vae<B> {
         config: Option<VaeConfig>,
         device: &B::Device,
     ) -> Result<Self, VaeError> {
-        let (prefix, layout) = detect_layout(file)?;
+        let (prefix, layout) = identify(file)?;
         let weights = file.scope(prefix);
         let config = match config {
             Some(c) => {
@@ -308,7 +308,7 @@ pub type Detected = sakiko_weights::Detected<Layout, VaeConfig>;
 /// Identifies an autoencoder checkpoint (prefix, layout) and detects its configuration, without
 /// loading it.
 pub fn detect(file: &WeightFile) -> Result<Detected, VaeError> {
-    let (prefix, layout) = detect_layout(file)?;
+    let (prefix, layout) = identify(file)?;
     let config = detect_config(&file.scope(prefix), layout)?;
     Ok(Detected {
         prefix,
@@ -317,7 +317,9 @@ pub fn detect(file: &WeightFile) -> Result<Detected, VaeError> {
     })
 }
 
-fn detect_layout(file: &WeightFile) -> Result<(&'static str, Layout), VaeError> {
+/// Where an autoencoder checkpoint's tensors are in `file` (prefix) and how they are named, from the keys alone;
+/// an error when `file` holds none.
+pub fn identify(file: &WeightFile) -> Result<(&'static str, Layout), VaeError> {
     let prefix = file.detect_prefix("decoder.conv_in.weight", &PREFIXES)?;
     let layout = if file.contains(&format!(
         "{prefix}decoder.up_blocks.0.resnets.0.conv1.weight"
