@@ -30,7 +30,7 @@ enum GuidanceKind {
 
 /// The denoiser's compute dtype.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum DitDtype {
+pub(crate) enum DitDtype {
     /// bf16 on CUDA, f32 elsewhere.
     Auto,
     /// f32 everywhere.
@@ -39,6 +39,18 @@ enum DitDtype {
     Bf16,
     /// f16 with ComfyUI's overflow clamp (e.g. wgpu devices without bf16).
     F16,
+}
+
+impl DitDtype {
+    /// The dtype asked for; `None` for the backend's default.
+    pub(crate) fn float(self) -> Option<FloatDType> {
+        match self {
+            DitDtype::Auto => None,
+            DitDtype::F32 => Some(FloatDType::F32),
+            DitDtype::Bf16 => Some(FloatDType::BF16),
+            DitDtype::F16 => Some(FloatDType::F16),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -304,12 +316,7 @@ impl Job for GenerateArgs {
                 tile,
                 overlap: (tile / 8).max(1),
             }))
-            .dit_dtype(match self.dtype {
-                DitDtype::Auto => None,
-                DitDtype::F32 => Some(FloatDType::F32),
-                DitDtype::Bf16 => Some(FloatDType::BF16),
-                DitDtype::F16 => Some(FloatDType::F16),
-            })
+            .dit_dtype(self.dtype.float())
             .build()?;
         let quiet = self.quiet;
         let say = |line: String| {

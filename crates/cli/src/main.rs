@@ -1,6 +1,7 @@
 //! `sakiko`: the Sakiko-Lumina command line.
 
 mod backend;
+mod bench;
 mod generate;
 mod models;
 mod prompt;
@@ -29,6 +30,8 @@ enum Command {
     Schedule(models::ScheduleArgs),
     /// Print what a weight file holds (component, layout, dtypes, configuration) as JSON.
     Inspect(models::InspectArgs),
+    /// Time one stage (denoise, decode, encode) with random weights made in memory.
+    Bench(Box<bench::BenchArgs>),
     /// Build, check and normalise prompts.
     #[command(subcommand)]
     Prompt(prompt::PromptCommand),
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Encode(args) => args.run(),
         Command::Schedule(args) => args.run(),
         Command::Inspect(args) => args.run(),
+        Command::Bench(args) => args.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,37 +13,6 @@ use std::time::Instant;
 use burn::backend::Flex;
 use sakiko_gemma::{Gemma2, Gemma2Config};
 
-fn shapes(c: &Gemma2Config) -> Vec<(String, Vec<usize>)> {
-    let (h, i, hd) = (c.hidden_size, c.intermediate_size, c.head_dim);
-    let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
-    let mut v = vec![
-        (
-            "model.embed_tokens.weight".to_owned(),
-            vec![c.vocab_size, h],
-        ),
-        ("model.norm.weight".to_owned(), vec![h]),
-    ];
-    for n in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{n}");
-        v.push((format!("{p}.self_attn.q_proj.weight"), vec![q, h]));
-        v.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
-        v.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
-        v.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
-        v.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
-        v.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
-        v.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
-        for norm in [
-            "input_layernorm",
-            "post_attention_layernorm",
-            "pre_feedforward_layernorm",
-            "post_feedforward_layernorm",
-        ] {
-            v.push((format!("{p}.{norm}.weight"), vec![h]));
-        }
-    }
-    v
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -53,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let start = Instant::now();
         sakiko_weights::write_synthetic(
             path,
-            &shapes(&Gemma2Config::gemma_2_2b()),
+            &Gemma2Config::gemma_2_2b().tensor_shapes(),
             safetensors::Dtype::F16,
         )?;
         println!(

@@ -43,6 +43,41 @@ fn rope_theta() -> f64 {
 }
 
 impl Gemma2Config {
+    /// Every tensor of a Hugging Face / ComfyUI Gemma-2 checkpoint (`model.` names, no `lm_head`)
+    /// with this configuration, with its shape, for synthetic models
+    /// (`sakiko_weights::WeightFile::synthetic`).
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let c = self;
+        let (h, i, hd) = (c.hidden_size, c.intermediate_size, c.head_dim);
+        let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let mut v = vec![
+            (
+                "model.embed_tokens.weight".to_owned(),
+                vec![c.vocab_size, h],
+            ),
+            ("model.norm.weight".to_owned(), vec![h]),
+        ];
+        for n in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{n}");
+            v.push((format!("{p}.self_attn.q_proj.weight"), vec![q, h]));
+            v.push((format!("{p}.self_attn.k_proj.weight"), vec![kv, h]));
+            v.push((format!("{p}.self_attn.v_proj.weight"), vec![kv, h]));
+            v.push((format!("{p}.self_attn.o_proj.weight"), vec![h, q]));
+            v.push((format!("{p}.mlp.gate_proj.weight"), vec![i, h]));
+            v.push((format!("{p}.mlp.up_proj.weight"), vec![i, h]));
+            v.push((format!("{p}.mlp.down_proj.weight"), vec![h, i]));
+            for norm in [
+                "input_layernorm",
+                "post_attention_layernorm",
+                "pre_feedforward_layernorm",
+                "post_feedforward_layernorm",
+            ] {
+                v.push((format!("{p}.{norm}.weight"), vec![h]));
+            }
+        }
+        v
+    }
+
     /// google/gemma-2-2b, as in `gemma_2_2b_fp16.safetensors`.
     pub fn gemma_2_2b() -> Self {
         Self {

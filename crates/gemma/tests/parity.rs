@@ -258,3 +258,12 @@ fn hugging_face_folders_single_and_sharded() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn tensor_shapes_list_exactly_a_real_comfyui_checkpoint() {
+    let file = WeightFile::open(fixture("comfyui_fp16.safetensors")).expect("fixture");
+    let config = Gemma2Config::from_file(fixture("config.json")).expect("config");
+    let mut listed = config.tensor_shapes();
+    listed.sort();
+    assert_eq!(listed, file.shapes_under(""));
+}

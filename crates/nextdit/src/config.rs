@@ -50,6 +50,58 @@ fn qk_norm_eps() -> f64 {
 }
 
 impl NextDitConfig {
+    /// Every tensor of an original-layout checkpoint (Alpha-VLLM / ComfyUI names, no prefix) with
+    /// this configuration, with its shape (`norm_final` included: checkpoints carry it unused),
+    /// for synthetic models (`sakiko_weights::WeightFile::synthetic`).
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let c = self;
+        let (d, t, f, hd) = (c.hidden_size, c.adaln_dim(), c.ffn_dim(), c.head_dim());
+        let qkv = (c.num_attention_heads + 2 * c.num_kv_heads) * hd;
+        let p2c = c.patch_size * c.patch_size * c.in_channels;
+        let mut v: Vec<(String, Vec<usize>)> = vec![
+            ("x_embedder.weight".into(), vec![d, p2c]),
+            ("x_embedder.bias".into(), vec![d]),
+            ("t_embedder.mlp.0.weight".into(), vec![t, 256]),
+            ("t_embedder.mlp.0.bias".into(), vec![t]),
+            ("t_embedder.mlp.2.weight".into(), vec![t, t]),
+            ("t_embedder.mlp.2.bias".into(), vec![t]),
+            ("cap_embedder.0.weight".into(), vec![c.cap_feat_dim]),
+            ("cap_embedder.1.weight".into(), vec![d, c.cap_feat_dim]),
+            ("cap_embedder.1.bias".into(), vec![d]),
+            ("final_layer.adaLN_modulation.1.weight".into(), vec![d, t]),
+            ("final_layer.adaLN_modulation.1.bias".into(), vec![d]),
+            ("final_layer.linear.weight".into(), vec![p2c, d]),
+            ("final_layer.linear.bias".into(), vec![p2c]),
+            ("norm_final.weight".into(), vec![d]),
+        ];
+        let blocks = (0..c.num_refiner_layers)
+            .map(|i| (format!("context_refiner.{i}"), false))
+            .chain((0..c.num_refiner_layers).map(|i| (format!("noise_refiner.{i}"), true)))
+            .chain((0..c.num_layers).map(|i| (format!("layers.{i}"), true)));
+        for (b, modulated) in blocks {
+            v.push((format!("{b}.attention.qkv.weight"), vec![qkv, d]));
+            v.push((format!("{b}.attention.out.weight"), vec![d, d]));
+            v.push((format!("{b}.attention.q_norm.weight"), vec![hd]));
+            v.push((format!("{b}.attention.k_norm.weight"), vec![hd]));
+            v.push((format!("{b}.feed_forward.w1.weight"), vec![f, d]));
+            v.push((format!("{b}.feed_forward.w2.weight"), vec![d, f]));
+            v.push((format!("{b}.feed_forward.w3.weight"), vec![f, d]));
+            for n in [
+                "attention_norm1",
+                "attention_norm2",
+                "ffn_norm1",
+                "ffn_norm2",
+            ] {
+                v.push((format!("{b}.{n}.weight"), vec![d]));
+            }
+            if modulated {
+                v.push((format!("{b}.adaLN_modulation.1.weight"), vec![4 * d, t]));
+                v.push((format!("{b}.adaLN_modulation.1.bias"), vec![4 * d]));
+            }
+        }
+        v
+    }
+
     /// Lumina-Image-2.0 / Neta-Lumina / Sakiko-Lumina (2.6B).
     pub fn lumina2_2b() -> Self {
         Self {

@@ -6,9 +6,7 @@
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::silu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, DType, FloatDType, Tensor, backend::Backend};
+use burn::tensor::{DType, FloatDType, Tensor, backend::Backend};
 use sakiko_weights::Weights;
 
 use crate::NextDitError;
@@ -240,12 +238,16 @@ impl<B: Backend> Attention<B> {
         })
     }
 
-    /// `mask`: `[B, H, S, S]`, true where a key must be ignored.
+    /// Self-attention over `x` whose sample `b` has `seq_lens[b]` valid tokens (the rest is
+    /// padding, ignored as keys; `None`: all valid).
+    ///
+    /// # Shapes
+    /// `x`: `[B, S, D]` → `[B, S, D]`; `rope` tables `[B, S, 1, head_dim/2]`.
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        mask: Option<Tensor<B, 4, Bool>>,
+        seq_lens: Option<&[usize]>,
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (h, kv) = (self.heads, self.kv_heads);
@@ -262,19 +264,13 @@ impl<B: Backend> Attention<B> {
         let v = qkv
             .narrow(2, (h + kv) * hd, kv * hd)
             .reshape([b, s, kv, hd]);
-        let q = rope.apply(q).swap_dims(1, 2);
-        // Each KV head serves `h / kv` consecutive query heads.
-        let repeat = |t: Tensor<B, 4>| -> Tensor<B, 4> {
-            let t = t.swap_dims(1, 2);
-            if h == kv {
-                return t;
-            }
-            let t: Tensor<B, 5> = t.unsqueeze_dim(2);
-            t.repeat_dim(2, h / kv).reshape([b, h, s, hd])
-        };
-        let k = repeat(rope.apply(k));
-        let v = repeat(v);
-        let o = attention(q, k, v, mask, None, AttentionModuleOptions::default());
+        // Heads first; each KV head serves `h / kv` consecutive query heads, without K/V copies.
+        let o = sakiko_ops::attention(
+            rope.apply(q).swap_dims(1, 2),
+            rope.apply(k).swap_dims(1, 2),
+            v.swap_dims(1, 2),
+            seq_lens,
+        );
         self.out.forward(o.swap_dims(1, 2).reshape([b, s, h * hd]))
     }
 }
@@ -339,12 +335,13 @@ impl<B: Backend> Block<B> {
         })
     }
 
-    /// `silu_temb`: `silu(timestep embedding)` `[B, T]`, required by modulated blocks.
+    /// `silu_temb`: `silu(timestep embedding)` `[B, T]`, required by modulated blocks;
+    /// `seq_lens` as in [`Attention::forward`].
     pub fn forward(
         &self,
         x: Tensor<B, 3>,
         rope: &Rope<B>,
-        mask: Option<Tensor<B, 4, Bool>>,
+        seq_lens: Option<&[usize]>,
         silu_temb: &Tensor<B, 2>,
     ) -> Tensor<B, 3> {
         match &self.ada_ln_modulation {
@@ -356,7 +353,7 @@ impl<B: Backend> Block<B> {
                 let a = self.attention.forward(
                     self.attention_norm1.forward(x.clone()) * chunk(0).add_scalar(1.0),
                     rope,
-                    mask,
+                    seq_lens,
                 );
                 let x = x + chunk(1).tanh() * self.attention_norm2.forward(clamp_fp16(a));
                 let f = self
@@ -365,9 +362,9 @@ impl<B: Backend> Block<B> {
                 x + chunk(3).tanh() * self.ffn_norm2.forward(clamp_fp16(f))
             }
             None => {
-                let a = self
-                    .attention
-                    .forward(self.attention_norm1.forward(x.clone()), rope, mask);
+                let a =
+                    self.attention
+                        .forward(self.attention_norm1.forward(x.clone()), rope, seq_lens);
                 let x = x + self.attention_norm2.forward(clamp_fp16(a));
                 let f = self.feed_forward.forward(self.ffn_norm1.forward(x.clone()));
                 x + self.ffn_norm2.forward(clamp_fp16(f))

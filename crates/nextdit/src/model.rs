@@ -4,7 +4,7 @@ use std::path::Path;
 
 use burn::nn::Linear;
 use burn::tensor::activation::silu;
-use burn::tensor::{Bool, DType, FloatDType, Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData, backend::Backend};
 use sakiko_weights::{WeightFile, Weights};
 
 use crate::layers::{Block, Layout, Loader, RmsNorm, Rope};
@@ -149,8 +149,8 @@ impl<B: Backend> NextDit<B> {
 
     /// The velocity for latents `x` `[B, C, H, W]` at times `t` (one per sample, 1 = clean), given
     /// caption features `cap` `[B, L, cap_feat_dim]` whose first `cap_lens[b]` tokens are valid
-    /// (right padding). Captions of different lengths (cond and uncond) share one batch through a
-    /// mask; odd latent sizes are padded circularly and the output cropped, as ComfyUI does.
+    /// (right padding). Captions of different lengths (cond and uncond) share one batch, padding
+    /// ignored as keys; odd latent sizes are padded circularly and the output cropped, as ComfyUI does.
     pub fn forward(
         &self,
         x: Tensor<B, 4>,
@@ -203,17 +203,16 @@ impl<B: Backend> NextDit<B> {
         let mut img = self.x_embedder.forward(tokens);
         record("x_embedder".into(), &img);
 
-        // Context refiner: captions alone, padded keys masked.
+        // Context refiner: captions alone, padded keys ignored.
         let axes = Axes::new(c);
         let cap_pos: Vec<Vec<[usize; 3]>> = cap_lens
             .iter()
             .map(|_| (0..l).map(|i| [i, 0, 0]).collect())
             .collect();
         let cap_rope = axes.rope::<B>(&cap_pos, dt, &device);
-        let cap_mask = key_mask::<B>(cap_lens, l, c.num_attention_heads, &device);
         let mut cap = cap;
         for (i, block) in self.context_refiner.iter().enumerate() {
-            cap = block.forward(cap, &cap_rope, cap_mask.clone(), &silu_temb);
+            cap = block.forward(cap, &cap_rope, Some(cap_lens), &silu_temb);
             record(format!("context_refiner.{i}"), &cap);
         }
 
@@ -258,9 +257,8 @@ impl<B: Backend> NextDit<B> {
             })
             .collect();
         let joint_rope = axes.rope::<B>(&joint_pos, dt, &device);
-        let joint_mask = key_mask::<B>(&seq_lens, s, c.num_attention_heads, &device);
         for (i, block) in self.layers.iter().enumerate() {
-            joint = block.forward(joint, &joint_rope, joint_mask.clone(), &silu_temb);
+            joint = block.forward(joint, &joint_rope, Some(&seq_lens), &silu_temb);
             record(format!("layers.{i}"), &joint);
         }
 
@@ -359,27 +357,6 @@ fn timestep_features<B: Backend>(t: &[f32], device: &B::Device) -> Tensor<B, 2> 
         values.extend(freqs.iter().map(|f| (ti * f).sin()));
     }
     Tensor::from_data(TensorData::new(values, [t.len(), FREQ_DIM]), device)
-}
-
-/// `[B, H, S, S]` key mask (true = ignore) for sequences of the given valid lengths, or `None` if
-/// every sequence fills `s`.
-fn key_mask<B: Backend>(
-    lens: &[usize],
-    s: usize,
-    heads: usize,
-    device: &B::Device,
-) -> Option<Tensor<B, 4, Bool>> {
-    if lens.iter().all(|&len| len == s) {
-        return None;
-    }
-    let values: Vec<bool> = lens
-        .iter()
-        .flat_map(|&len| (0..s).map(move |j| j >= len))
-        .collect();
-    let mask: Tensor<B, 4, Bool> =
-        Tensor::<B, 2, Bool>::from_data(TensorData::new(values, [lens.len(), s]), device)
-            .reshape([lens.len(), 1, 1, s]);
-    Some(mask.expand([lens.len(), heads, s, s]))
 }
 
 /// The three RoPE axes: per-axis inverse frequencies `θ^(−2k/d_a)`, θ = 10000.

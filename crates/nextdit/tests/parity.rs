@@ -363,3 +363,12 @@ fn unsupported_compute_dtypes_are_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("F64"), "{err}");
 }
+
+#[test]
+fn tensor_shapes_list_exactly_a_real_original_checkpoint() {
+    let file = WeightFile::open(fixture("test_original_bf16.safetensors")).expect("fixture");
+    let config = NextDitConfig::from_file(fixture("test_diffusers/config.json")).expect("config");
+    let mut listed = config.tensor_shapes();
+    listed.sort();
+    assert_eq!(listed, file.shapes_under("model.diffusion_model."));
+}

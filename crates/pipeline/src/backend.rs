@@ -44,7 +44,7 @@ pub fn check_backend<B: Backend>(device: &B::Device) -> Result<(), PipelineError
             reason: format!("a test sum gave {sum} instead of 6"),
         }),
         Err(panic) => Err(PipelineError::Backend {
-            backend: short_name::<B>(),
+            backend: backend_name::<B>(),
             reason: messages
                 .lock()
                 .ok()
@@ -56,7 +56,7 @@ pub fn check_backend<B: Backend>(device: &B::Device) -> Result<(), PipelineError
 
 /// `wgpu`, `cuda` or `flex` from the backend's type name (the backend's own `name` needs a working
 /// device).
-pub(crate) fn short_name<B: Backend>() -> String {
+pub fn backend_name<B: Backend>() -> String {
     let full = std::any::type_name::<B>();
     ["Wgpu", "Cuda", "Flex", "Rocm", "Metal", "Vulkan"]
         .iter()

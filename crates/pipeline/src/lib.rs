@@ -29,7 +29,7 @@ mod pipeline;
 mod request;
 mod text;
 
-pub use backend::check_backend;
+pub use backend::{backend_name, check_backend};
 pub use denoiser::{Conditioning, LuminaDenoiser};
 pub use error::{Component, PipelineError};
 pub use files::{Detected, Inspection, ModelFiles, inspect};
@@ -37,7 +37,7 @@ pub use files::{Detected, Inspection, ModelFiles, inspect};
 pub use hub::HubSource;
 pub use memory::MemoryEstimate;
 pub use output::{Parameters, png_parameters, read_png_text, save_latent, save_tensor, write_png};
-pub use pipeline::{Event, Generation, Pipeline, PipelineBuilder, PipelineOptions};
+pub use pipeline::{Event, Generation, Pipeline, PipelineBuilder, PipelineOptions, auto_dtype};
 pub use request::{
     GenerationRequest, MAX_BATCH, OutputDepth, SIDE_MULTIPLE, SIDE_RANGE, TRAINED_TOKENS,
 };

@@ -212,9 +212,10 @@ impl<B: Backend> PipelineBuilder<B> {
     }
 }
 
-/// bf16 on CUDA (what ComfyUI runs there), f32 elsewhere (CPUs compute f32 faster and exactly).
-fn auto_dtype<B: Backend>(device: &B::Device) -> FloatDType {
-    let cuda = crate::backend::short_name::<B>() == "cuda";
+/// The denoiser's default compute dtype: bf16 on CUDA (what ComfyUI runs there), f32 elsewhere
+/// (CPUs compute f32 faster and exactly).
+pub fn auto_dtype<B: Backend>(device: &B::Device) -> FloatDType {
+    let cuda = crate::backend::backend_name::<B>() == "cuda";
     if cuda && B::supports_dtype(device, FloatDType::BF16.into()) {
         FloatDType::BF16
     } else {

@@ -75,6 +75,59 @@ impl VaeConfig {
         }
     }
 
+    /// Every tensor of a BFL-layout checkpoint (`ae.safetensors` names, no prefix) with this
+    /// configuration, with its shape: what [`crate::Vae::from_weights`] reads, for synthetic
+    /// models (`sakiko_weights::WeightFile::synthetic`).
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut s = Shapes(Vec::new());
+        let ch = &self.block_out_channels;
+        let top = *ch.last().unwrap_or(&0);
+        s.conv("encoder.conv_in", self.in_channels, ch[0], 3);
+        let mut c_in = ch[0];
+        for (i, &c_out) in ch.iter().enumerate() {
+            for j in 0..self.layers_per_block {
+                let from = if j == 0 { c_in } else { c_out };
+                s.resnet(&format!("encoder.down.{i}.block.{j}"), from, c_out);
+            }
+            if i + 1 < ch.len() {
+                s.conv(
+                    &format!("encoder.down.{i}.downsample.conv"),
+                    c_out,
+                    c_out,
+                    3,
+                );
+            }
+            c_in = c_out;
+        }
+        s.conv("decoder.conv_in", self.latent_channels, top, 3);
+        for (b, &c_out) in ch.iter().enumerate() {
+            // Level b receives the channels of level b + 1 (the top level its own).
+            let c_in = ch.get(b + 1).copied().unwrap_or(top);
+            for j in 0..=self.layers_per_block {
+                let from = if j == 0 { c_in } else { c_out };
+                s.resnet(&format!("decoder.up.{b}.block.{j}"), from, c_out);
+            }
+            if b > 0 {
+                s.conv(&format!("decoder.up.{b}.upsample.conv"), c_out, c_out, 3);
+            }
+        }
+        for side in ["encoder", "decoder"] {
+            s.resnet(&format!("{side}.mid.block_1"), top, top);
+            s.resnet(&format!("{side}.mid.block_2"), top, top);
+            if self.mid_block_add_attention {
+                s.norm(&format!("{side}.mid.attn_1.norm"), top);
+                for layer in ["q", "k", "v", "proj_out"] {
+                    s.conv(&format!("{side}.mid.attn_1.{layer}"), top, top, 1);
+                }
+            }
+        }
+        s.norm("encoder.norm_out", top);
+        s.conv("encoder.conv_out", top, 2 * self.latent_channels, 3);
+        s.norm("decoder.norm_out", ch[0]);
+        s.conv("decoder.conv_out", ch[0], self.out_channels, 3);
+        s.0
+    }
+
     /// Reads a diffusers `config.json`.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, VaeError> {
         let config: Self = sakiko_weights::read_config(path)?;
@@ -162,6 +215,32 @@ impl VaeConfig {
     /// Pixels per latent pixel along each side (8 for FLUX).
     pub fn downscale(&self) -> usize {
         1 << (self.block_out_channels.len() - 1)
+    }
+}
+
+/// Collects BFL tensor names and shapes for [`VaeConfig::tensor_shapes`].
+struct Shapes(Vec<(String, Vec<usize>)>);
+
+impl Shapes {
+    fn conv(&mut self, name: &str, c_in: usize, c_out: usize, k: usize) {
+        self.0
+            .push((format!("{name}.weight"), vec![c_out, c_in, k, k]));
+        self.0.push((format!("{name}.bias"), vec![c_out]));
+    }
+
+    fn norm(&mut self, name: &str, c: usize) {
+        self.0.push((format!("{name}.weight"), vec![c]));
+        self.0.push((format!("{name}.bias"), vec![c]));
+    }
+
+    fn resnet(&mut self, name: &str, c_in: usize, c_out: usize) {
+        self.norm(&format!("{name}.norm1"), c_in);
+        self.conv(&format!("{name}.conv1"), c_in, c_out, 3);
+        self.norm(&format!("{name}.norm2"), c_out);
+        self.conv(&format!("{name}.conv2"), c_out, c_out, 3);
+        if c_in != c_out {
+            self.conv(&format!("{name}.nin_shortcut"), c_in, c_out, 1);
+        }
     }
 }
 

@@ -7,8 +7,6 @@ use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
 use burn::tensor::activation::silu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, backend::Backend};
 use sakiko_weights::Weights;
 
@@ -264,13 +262,11 @@ impl<B: Backend> AttnBlock<B> {
             .reshape([b, c, h * w])
             .swap_dims(1, 2);
         let heads = |t: Tensor<B, 3>| t.reshape([b, 1, h * w, c]);
-        let o = attention(
+        let o = sakiko_ops::attention(
             heads(self.q.forward(tokens.clone())),
             heads(self.k.forward(tokens.clone())),
             heads(self.v.forward(tokens)),
             None,
-            None,
-            AttentionModuleOptions::default(),
         );
         let o = self.proj_out.forward(o.reshape([b, h * w, c]));
         x + o.swap_dims(1, 2).reshape([b, c, h, w])

@@ -239,3 +239,12 @@ fn wrong_files_name_the_problem() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn tensor_shapes_list_exactly_a_real_bfl_checkpoint() {
+    let file = WeightFile::open(fixture("ae_bf16_prefixed.safetensors")).expect("fixture");
+    let config = sakiko_vae::detect(&file).expect("detect").config;
+    let mut listed = config.tensor_shapes();
+    listed.sort();
+    assert_eq!(listed, file.shapes_under("vae."));
+}

@@ -147,12 +147,21 @@ pub fn diffusers_component(dir: &Path, subfolder: &str) -> Option<(PathBuf, Path
     Some((root.join("config.json"), weights))
 }
 
-/// One safetensors file of a (possibly sharded) checkpoint.
+/// One safetensors file of a (possibly sharded) checkpoint, or generated weights.
 #[derive(Debug)]
 struct Shard {
     path: PathBuf,
-    file: Mutex<File>,
-    data_start: u64,
+    source: Source,
+}
+
+/// Where a shard's tensor bytes come from.
+#[derive(Debug)]
+enum Source {
+    /// A safetensors file whose tensor data starts at `data_start`.
+    File { file: Mutex<File>, data_start: u64 },
+    /// Random values made on every read (see [`WeightFile::synthetic`]): real shapes without
+    /// holding or writing a checkpoint.
+    Synthetic,
 }
 
 impl Shard {
@@ -207,8 +216,10 @@ impl Shard {
         Ok((
             Self {
                 path,
-                file: Mutex::new(file),
-                data_start,
+                source: Source::File {
+                    file: Mutex::new(file),
+                    data_start,
+                },
             },
             tensors,
         ))
@@ -267,19 +278,30 @@ pub fn write_synthetic(
     out.write_all(&(json.len() as u64).to_le_bytes())
         .map_err(io)?;
     out.write_all(&json).map_err(io)?;
-    let mut state = 1u32;
+    let mut offset = 0;
     for (_, shape) in tensors {
-        for _ in 0..shape.iter().product::<usize>() {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let v = ((state >> 9) as f32 / (1 << 23) as f32 - 0.5) * 0.04;
-            let bits = match dtype {
-                Dtype::F16 => half::f16::from_f32(v).to_le_bytes(),
-                _ => half::bf16::from_f32(v).to_le_bytes(),
-            };
-            out.write_all(&bits).map_err(io)?;
-        }
+        let bytes = synthetic_bytes(offset, shape.iter().product(), dtype);
+        out.write_all(&bytes).map_err(io)?;
+        offset += bytes.len();
     }
     out.flush().map_err(io)
+}
+
+/// The little-endian bytes of `n` random values (|v| ≤ 0.02) in `dtype` (F16 or BF16) for the
+/// tensor at data offset `offset` of a synthetic checkpoint; the same for the same arguments, so
+/// [`write_synthetic`] files and [`WeightFile::synthetic`] hold the same values.
+fn synthetic_bytes(offset: usize, n: usize, dtype: Dtype) -> Vec<u8> {
+    let mut state = (offset as u32).wrapping_mul(2_654_435_761).wrapping_add(1);
+    let mut bytes = Vec::with_capacity(n * dtype.bitsize() / 8);
+    for _ in 0..n {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let v = ((state >> 9) as f32 / (1 << 23) as f32 - 0.5) * 0.04;
+        match dtype {
+            Dtype::F16 => bytes.extend(half::f16::from_f32(v).to_le_bytes()),
+            _ => bytes.extend(half::bf16::from_f32(v).to_le_bytes()),
+        }
+    }
+    bytes
 }
 
 /// An open checkpoint: one safetensors file, or the shards of a `*.safetensors.index.json`; the
@@ -299,6 +321,47 @@ impl WeightFile {
             path: path.as_ref().to_path_buf(),
             shards: vec![shard],
             tensors: tensors.into_iter().map(|(k, v)| (k, (0, v))).collect(),
+        })
+    }
+
+    /// A checkpoint of random values (|v| ≤ 0.02, stored as `dtype`: F16 or BF16) with the
+    /// given names and shapes, made on each read and never held whole: models of real sizes for
+    /// benchmarks (`sakiko bench`) without files or downloads. `name` stands in for the path in
+    /// messages.
+    pub fn synthetic(
+        name: impl Into<PathBuf>,
+        tensors: &[(String, Vec<usize>)],
+        dtype: Dtype,
+    ) -> Result<Self, WeightError> {
+        let path = name.into();
+        if !matches!(dtype, Dtype::F16 | Dtype::BF16) {
+            return Err(WeightError::Dtype {
+                path,
+                key: String::new(),
+                dtype,
+            });
+        }
+        let mut offset = 0;
+        let tensors = tensors
+            .iter()
+            .map(|(key, shape)| {
+                let bytes = shape.iter().product::<usize>() * dtype.bitsize() / 8;
+                let info = TensorInfo {
+                    dtype,
+                    shape: shape.clone(),
+                    data_offsets: (offset, offset + bytes),
+                };
+                offset += bytes;
+                (key.clone(), (0, info))
+            })
+            .collect();
+        Ok(Self {
+            path: path.clone(),
+            shards: vec![Shard {
+                path,
+                source: Source::Synthetic,
+            }],
+            tensors,
         })
     }
 
@@ -402,19 +465,41 @@ impl WeightFile {
         }
     }
 
+    /// Every tensor under `prefix` (prefix removed) with its shape, sorted by name; compare with
+    /// a model's `tensor_shapes()`.
+    pub fn shapes_under(&self, prefix: &str) -> Vec<(String, Vec<usize>)> {
+        let mut v: Vec<(String, Vec<usize>)> = self
+            .tensors
+            .iter()
+            .filter_map(|(k, (_, info))| {
+                Some((k.strip_prefix(prefix)?.to_owned(), info.shape.clone()))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The raw bytes of `key`, as stored.
     pub fn read_bytes(&self, key: &str) -> Result<Vec<u8>, WeightError> {
         let (shard, info) = self.tensors.get(key).ok_or_else(|| self.missing(key))?;
         let shard = &self.shards[*shard];
         let (start, end) = info.data_offsets;
+        let (file, data_start) = match &shard.source {
+            Source::File { file, data_start } => (file, data_start),
+            Source::Synthetic => {
+                let numel = info.shape.iter().product();
+                // Offsets are cumulative, so the start identifies the tensor (its seed).
+                return Ok(synthetic_bytes(start, numel, info.dtype));
+            }
+        };
         let mut bytes = vec![0u8; end - start];
         let io = |source| WeightError::Io {
             path: shard.path.clone(),
             source,
         };
         // A poisoned lock only means another reader panicked; the file handle is still fine.
-        let mut file = shard.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.seek(SeekFrom::Start(shard.data_start + start as u64))
+        let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+        file.seek(SeekFrom::Start(data_start + start as u64))
             .map_err(io)?;
         file.read_exact(&mut bytes).map_err(io)?;
         Ok(bytes)
@@ -715,6 +800,34 @@ mod tests {
         assert!(values.iter().all(|v| v.abs() <= 0.02) && values.iter().any(|&v| v != 0.0));
         assert!(matches!(
             write_synthetic(&path, &tensors, Dtype::F32),
+            Err(WeightError::Dtype { .. })
+        ));
+    }
+
+    #[test]
+    fn synthetic_checkpoints_equal_written_ones_without_a_file() {
+        let path = dir().join("synthetic_same.safetensors");
+        let tensors = vec![("a".to_owned(), vec![3, 5]), ("b".to_owned(), vec![9])];
+        write_synthetic(&path, &tensors, Dtype::F16).unwrap();
+        let written = WeightFile::open(&path).unwrap();
+        let memory = WeightFile::synthetic("<bench>", &tensors, Dtype::F16).unwrap();
+        for key in ["a", "b"] {
+            assert_eq!(memory.shape(key), written.shape(key));
+            assert_eq!(
+                memory.read_bytes(key).unwrap(),
+                written.read_bytes(key).unwrap()
+            );
+        }
+        assert_ne!(
+            memory.read_f32("a").unwrap().0[..9],
+            memory.read_f32("b").unwrap().0[..]
+        );
+        assert!(matches!(
+            memory.read_bytes("c"),
+            Err(WeightError::Missing { .. })
+        ));
+        assert!(matches!(
+            WeightFile::synthetic("<bench>", &tensors, Dtype::F32),
             Err(WeightError::Dtype { .. })
         ));
     }

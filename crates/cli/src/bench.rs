@@ -1,0 +1,424 @@
+//! `sakiko bench`: one stage (denoise, decode, encode) timed on any compiled backend, with random
+//! weights made in memory at the real shapes (no files, no download).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Distribution, FloatDType, Tensor};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use safetensors::Dtype;
+use sakiko_gemma::{EncoderOptions, Gemma2, Gemma2Config};
+use sakiko_nextdit::{NextDit, NextDitConfig};
+use sakiko_pipeline::{Conditioning, LuminaDenoiser};
+use sakiko_sampling::Denoiser;
+use sakiko_vae::{Vae, VaeConfig};
+use sakiko_weights::WeightFile;
+use serde::Serialize;
+
+use crate::CliError;
+use crate::backend::{BackendChoice, Job};
+use crate::generate::DitDtype;
+
+/// What `sakiko bench` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// One CFG step of the DiT, as the pipeline runs it (prompt and negative).
+    Denoise,
+    /// One VAE decode of the latent for --width × --height.
+    Decode,
+    /// One text-encoder forward of --prompt-tokens tokens.
+    Encode,
+}
+
+/// Model sizes to bench without config files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Small test-sized models (seconds on any machine).
+    Tiny,
+    /// The mid-size models of `tools/reference/*_bench.py` (same shapes as the PyTorch side).
+    Mid,
+    /// The real models: NextDiT 2B, the FLUX VAE, Gemma-2-2B.
+    #[value(name = "2b")]
+    #[serde(rename = "2b")]
+    TwoB,
+}
+
+/// `sakiko bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The stage to time.
+    #[arg(long, value_enum, default_value_t = Stage::Denoise)]
+    stage: Stage,
+    /// Model sizes (ignored for a component whose --*-config is given).
+    #[arg(long, value_enum, default_value_t = Preset::TwoB)]
+    preset: Preset,
+    /// The DiT's diffusers `config.json` (instead of the preset).
+    #[arg(long, value_name = "J")]
+    dit_config: Option<PathBuf>,
+    /// The VAE's diffusers `config.json`.
+    #[arg(long, value_name = "J")]
+    vae_config: Option<PathBuf>,
+    /// The text encoder's Hugging Face `config.json`.
+    #[arg(long, value_name = "J")]
+    text_encoder_config: Option<PathBuf>,
+    /// Image width in pixels (a multiple of 16).
+    #[arg(long, default_value_t = 1024)]
+    width: usize,
+    /// Image height in pixels (a multiple of 16).
+    #[arg(long, default_value_t = 1024)]
+    height: usize,
+    /// Prompt length in tokens (denoise: the positive caption; encode: the prompt).
+    #[arg(long, default_value_t = 96)]
+    prompt_tokens: usize,
+    /// Negative prompt length in tokens (denoise).
+    #[arg(long, default_value_t = 8)]
+    negative_tokens: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Untimed runs first (kernel compilation and autotuning happen here on GPUs).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// The backend to run on.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
+    backend: BackendChoice,
+    /// Compute dtype of the DiT (the text encoder and VAE compute in f32).
+    #[arg(long, value_enum, default_value_t = DitDtype::Auto)]
+    dtype: DitDtype,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `--json` prints.
+#[derive(Debug, Serialize)]
+struct Report {
+    stage: Stage,
+    backend: String,
+    dtype: String,
+    preset: Preset,
+    width: usize,
+    height: usize,
+    prompt_tokens: usize,
+    negative_tokens: usize,
+    runs: usize,
+    warmup: usize,
+    median_s: f64,
+    min_s: f64,
+    max_s: f64,
+    times_s: Vec<f64>,
+    /// The first untimed run (includes kernel compilation and autotuning on GPUs).
+    first_run_s: Option<f64>,
+    /// Making the random weights and loading them onto the device.
+    load_s: f64,
+    peak_rss_mib: Option<f64>,
+    settings: Settings,
+}
+
+/// The backend settings that ran.
+#[derive(Debug, Serialize)]
+struct Settings {
+    threads: usize,
+    /// Flex: rayon + SIMD; CUDA / wgpu: autotune and fusion.
+    features: Vec<&'static str>,
+}
+
+impl BenchArgs {
+    pub fn run(self) -> Result<(), CliError> {
+        self.validate()?;
+        let backend = self.backend;
+        backend.run(self)
+    }
+
+    fn validate(&self) -> Result<(), CliError> {
+        let bad = |m: String| Err(CliError::Usage(m));
+        for (name, v) in [("--width", self.width), ("--height", self.height)] {
+            if !v.is_multiple_of(16) || !(16..=8192).contains(&v) {
+                return bad(format!("{name} {v} must be a multiple of 16 in 16..=8192"));
+            }
+        }
+        if self.prompt_tokens == 0 || self.negative_tokens == 0 {
+            return bad("--prompt-tokens and --negative-tokens must be at least 1".into());
+        }
+        if self.runs == 0 {
+            return bad("--runs must be at least 1".into());
+        }
+        if self.stage != Stage::Denoise && !matches!(self.dtype, DitDtype::Auto | DitDtype::F32) {
+            return bad(format!(
+                "--dtype applies to --stage denoise; the {} computes in f32",
+                if self.stage == Stage::Decode {
+                    "VAE"
+                } else {
+                    "text encoder"
+                }
+            ));
+        }
+        Ok(())
+    }
+
+    fn config<T: serde::de::DeserializeOwned>(
+        &self,
+        file: &Option<PathBuf>,
+        preset: impl FnOnce(Preset) -> T,
+    ) -> Result<T, CliError> {
+        match file {
+            Some(path) => {
+                sakiko_weights::read_config(path).map_err(|e| CliError::Failed(e.to_string()))
+            }
+            None => Ok(preset(self.preset)),
+        }
+    }
+}
+
+impl Job for BenchArgs {
+    type Output = ();
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<(), CliError> {
+        sakiko_pipeline::check_backend::<B>(&device)?;
+        let failed = |e: &dyn std::fmt::Display| CliError::Failed(e.to_string());
+        let spinner = (!self.json).then(|| {
+            let bar = ProgressBar::new_spinner().with_message("making random weights");
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("template"),
+            );
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        let start = Instant::now();
+        let (lat_h, lat_w) = (self.height / 8, self.width / 8);
+        let (dtype, mut step): (FloatDType, Box<dyn FnMut()>) = match self.stage {
+            Stage::Denoise => {
+                let config = self.config(&self.dit_config, dit_preset)?;
+                config.validate().map_err(|e| failed(&e))?;
+                let dtype = self
+                    .dtype
+                    .float()
+                    .unwrap_or_else(|| sakiko_pipeline::auto_dtype::<B>(&device));
+                let file = synthetic(&config.tensor_shapes(), Dtype::BF16)?;
+                let dit = NextDit::<B>::from_weights_as(&file, Some(config), dtype, &device)
+                    .map_err(|e| failed(&e))?;
+                let f = dit.config().cap_feat_dim;
+                let cond = |len| Conditioning {
+                    features: Tensor::<B, 3>::random(
+                        [1, len, f],
+                        Distribution::Normal(0.0, 1.0),
+                        &device,
+                    ),
+                };
+                let (positive, negative) = (cond(self.prompt_tokens), cond(self.negative_tokens));
+                let x = Tensor::<B, 4>::random(
+                    [1, 16, lat_h, lat_w],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
+                // The model outlives the closure: leak-free ownership through a Box moved in.
+                let dit = Box::new(dit);
+                (
+                    dtype,
+                    Box::new(move || {
+                        let mut denoiser =
+                            LuminaDenoiser::new(&dit, positive.clone(), negative.clone());
+                        let (a, b) = denoiser.denoise_pair(&x, 0.5).expect("denoise");
+                        drop((a.into_data(), b.into_data()));
+                    }),
+                )
+            }
+            Stage::Decode => {
+                let config = self.config(&self.vae_config, vae_preset)?;
+                let file = synthetic(&config.tensor_shapes(), Dtype::BF16)?;
+                let vae =
+                    Vae::<B>::from_weights(&file, Some(config), &device).map_err(|e| failed(&e))?;
+                let c = vae.config().latent_channels;
+                let z = Tensor::<B, 4>::random(
+                    [1, c, lat_h, lat_w],
+                    Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
+                (
+                    FloatDType::F32,
+                    Box::new(move || {
+                        drop(vae.decode(z.clone()).expect("decode").into_data());
+                    }),
+                )
+            }
+            Stage::Encode => {
+                let config = self.config(&self.text_encoder_config, gemma_preset)?;
+                let file = synthetic(&config.tensor_shapes(), Dtype::F16)?;
+                let vocab = config.vocab_size as u32;
+                let gemma = Gemma2::<B>::from_weights(&file, Some(config), &device)
+                    .map_err(|e| failed(&e))?;
+                // BOS, then ids spread over the vocabulary.
+                let ids: Vec<u32> = std::iter::once(2)
+                    .chain((1..self.prompt_tokens as u32).map(|i| 3 + i * 7919 % (vocab - 3)))
+                    .collect();
+                let device = device.clone();
+                (
+                    FloatDType::F32,
+                    Box::new(move || {
+                        let hidden = gemma
+                            .forward(
+                                std::slice::from_ref(&ids),
+                                EncoderOptions::comfyui(),
+                                &device,
+                            )
+                            .expect("encode");
+                        drop(hidden.conditioning().into_data());
+                    }),
+                )
+            }
+        };
+        let load_s = start.elapsed().as_secs_f64();
+        let mut first_run_s = None;
+        for i in 0..self.warmup {
+            if let Some(bar) = &spinner {
+                bar.set_message(format!("warm-up run {} of {}", i + 1, self.warmup));
+            }
+            let t = Instant::now();
+            step();
+            first_run_s.get_or_insert(t.elapsed().as_secs_f64());
+        }
+        let mut times_s = Vec::with_capacity(self.runs);
+        for i in 0..self.runs {
+            if let Some(bar) = &spinner {
+                bar.set_message(format!("run {} of {}", i + 1, self.runs));
+            }
+            let t = Instant::now();
+            step();
+            times_s.push(t.elapsed().as_secs_f64());
+        }
+        if let Some(bar) = spinner {
+            bar.finish_and_clear();
+        }
+        let mut sorted = times_s.clone();
+        sorted.sort_by(f64::total_cmp);
+        let report = Report {
+            stage: self.stage,
+            backend: sakiko_pipeline::backend_name::<B>(),
+            dtype: format!("{dtype:?}").to_lowercase(),
+            preset: self.preset,
+            width: self.width,
+            height: self.height,
+            prompt_tokens: self.prompt_tokens,
+            negative_tokens: self.negative_tokens,
+            runs: self.runs,
+            warmup: self.warmup,
+            median_s: sorted[sorted.len() / 2],
+            min_s: sorted[0],
+            max_s: sorted[sorted.len() - 1],
+            times_s,
+            first_run_s,
+            load_s,
+            peak_rss_mib: sakiko_weights::peak_rss_mib(),
+            settings: settings::<B>(),
+        };
+        if self.json {
+            println!(
+                "{}",
+                serde_json::to_string(&report).map_err(|e| failed(&e))?
+            );
+        } else {
+            print_text(&report);
+        }
+        Ok(())
+    }
+}
+
+fn synthetic(shapes: &[(String, Vec<usize>)], dtype: Dtype) -> Result<WeightFile, CliError> {
+    WeightFile::synthetic("<random weights>", shapes, dtype)
+        .map_err(|e| CliError::Failed(e.to_string()))
+}
+
+fn print_text(r: &Report) {
+    let ms = |s: f64| s * 1e3;
+    println!(
+        "{:?} on {} ({}; {} threads; {}), {:?} preset, {}×{}",
+        r.stage,
+        r.backend,
+        r.dtype,
+        r.settings.threads,
+        r.settings.features.join(", "),
+        r.preset,
+        r.width,
+        r.height
+    );
+    println!(
+        "median {:.1} ms (min {:.1}, max {:.1}) over {} runs; first run {}; weights made and loaded in {:.1} s; peak RSS {}",
+        ms(r.median_s),
+        ms(r.min_s),
+        ms(r.max_s),
+        r.runs,
+        r.first_run_s
+            .map_or("—".into(), |s| format!("{:.1} ms", ms(s))),
+        r.load_s,
+        r.peak_rss_mib.map_or("—".into(), |m| format!("{m:.0} MiB"))
+    );
+}
+
+fn settings<B: Backend>() -> Settings {
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    let features = match sakiko_pipeline::backend_name::<B>().as_str() {
+        "flex" => vec!["rayon", "simd"],
+        _ => vec!["autotune", "fusion"],
+    };
+    Settings { threads, features }
+}
+
+fn dit_preset(p: Preset) -> NextDitConfig {
+    let base = NextDitConfig::lumina2_2b();
+    let sized = |d, layers, refiners, heads, kv, axes: [usize; 3], cap| NextDitConfig {
+        hidden_size: d,
+        num_layers: layers,
+        num_refiner_layers: refiners,
+        num_attention_heads: heads,
+        num_kv_heads: kv,
+        axes_dim_rope: axes.to_vec(),
+        cap_feat_dim: cap,
+        ..base.clone()
+    };
+    match p {
+        Preset::Tiny => sized(64, 2, 1, 4, 2, [8, 4, 4], 64),
+        Preset::Mid => sized(768, 4, 2, 12, 4, [24, 20, 20], 768),
+        Preset::TwoB => base,
+    }
+}
+
+fn vae_preset(p: Preset) -> VaeConfig {
+    let sized = |channels: [usize; 4], layers| VaeConfig {
+        block_out_channels: channels.to_vec(),
+        layers_per_block: layers,
+        ..VaeConfig::flux()
+    };
+    match p {
+        Preset::Tiny => sized([32, 32, 64, 64], 1),
+        Preset::Mid => sized([32, 64, 128, 128], 2),
+        Preset::TwoB => VaeConfig::flux(),
+    }
+}
+
+fn gemma_preset(p: Preset) -> Gemma2Config {
+    let base = Gemma2Config::gemma_2_2b();
+    let sized = |vocab, h, i, layers, heads, kv, hd| Gemma2Config {
+        vocab_size: vocab,
+        hidden_size: h,
+        intermediate_size: i,
+        num_hidden_layers: layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv,
+        head_dim: hd,
+        query_pre_attn_scalar: hd as f64,
+        ..base.clone()
+    };
+    match p {
+        Preset::Tiny => sized(1000, 64, 256, 2, 4, 2, 16),
+        Preset::Mid => sized(32000, 768, 3072, 6, 8, 4, 96),
+        Preset::TwoB => base,
+    }
+}

@@ -1,0 +1,135 @@
+//! # sakiko-ops
+//!
+//! Tensor operations shared by the sakiko-lumina model crates, written so that every Burn
+//! backend runs its fast kernel for them and computes the right answer.
+//!
+//! [`attention`] is the one entry to scaled dot-product attention for NextDiT and the VAE. With
+//! CubeCL's `autotune` on (CUDA, wgpu), Burn 0.21 may pick cubek-attention's flash kernels,
+//! which (a) address each batch×head at `index × stride(1)` without making inputs contiguous,
+//! (b) read a mask as stored, so an `expand`ed mask (stride 0 over heads) gives every sample
+//! the first one's mask, and (c) only accept query lengths that are multiples of the kernel's
+//! stage (up to 128 rows), while the autotune cache is keyed by lengths rounded to powers of two
+//! and replays a cached choice with `.expect`, so a new prompt length could panic. This module
+//! therefore hands the backend only contiguous tensors, never a mask, and queries padded to a
+//! multiple of [`QUERY_BLOCK`] rows.
+
+use burn::tensor::module;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Tensor, backend::Backend};
+
+/// Query rows are padded to a multiple of this (the largest stage of cubek's flash kernels:
+/// 8 planes × 16 rows), so any kernel autotune has cached for a length bucket accepts the call.
+pub const QUERY_BLOCK: usize = 128;
+
+/// Scaled dot-product attention, `softmax(q·kᵀ/√d)·v`, with grouped-query heads and per-sample
+/// key lengths.
+///
+/// Query head `i` uses key/value head `i / (H / H_kv)` (consecutive query heads share one, as
+/// Lumina 2 and Gemma group them), without repeating K and V in memory: the `H / H_kv` query
+/// heads of a group are stacked into one longer query sequence, which is exact because every
+/// query row attends independently. `kv_lens[b]`, when given, is the number of valid keys of
+/// sample `b` (the rest is padding and ignored); samples whose keys are all valid share one call,
+/// shorter ones run alone on their valid keys, so no mask is ever built.
+///
+/// # Shapes
+/// - `q`: `[B, H, S_q, D]`
+/// - `k`, `v`: `[B, H_kv, S_kv, D]`, `H` a multiple of `H_kv`
+/// - `kv_lens`: `B` lengths in `1..=S_kv`
+/// - returns `[B, H, S_q, D]` (contiguous or not; callers reshape it)
+///
+/// # Panics
+/// If the shapes disagree as above; callers validate user input before this point.
+///
+/// # Example
+/// ```
+/// use burn::backend::Flex;
+/// use burn::tensor::{Distribution, Tensor};
+///
+/// let device = Default::default();
+/// let q = Tensor::<Flex, 4>::random([2, 4, 10, 8], Distribution::Normal(0.0, 1.0), &device);
+/// let k = Tensor::<Flex, 4>::random([2, 2, 10, 8], Distribution::Normal(0.0, 1.0), &device);
+/// let v = Tensor::<Flex, 4>::random([2, 2, 10, 8], Distribution::Normal(0.0, 1.0), &device);
+/// // The second sample's last 4 keys are padding.
+/// let o = sakiko_ops::attention(q, k, v, Some(&[10, 6]));
+/// assert_eq!(o.dims(), [2, 4, 10, 8]);
+/// ```
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    kv_lens: Option<&[usize]>,
+) -> Tensor<B, 4> {
+    let [b, h, _, d] = q.dims();
+    let [kb, kv_heads, s_kv, kd] = k.dims();
+    assert!(
+        kb == b && kd == d && kv_heads > 0 && h.is_multiple_of(kv_heads) && v.dims() == k.dims(),
+        "attention: q {:?}, k {:?}, v {:?}",
+        q.dims(),
+        k.dims(),
+        v.dims()
+    );
+    let full = |len: &usize| *len == s_kv;
+    let Some(lens) = kv_lens.filter(|lens| !lens.iter().all(full)) else {
+        return grouped(q, k, v);
+    };
+    assert_eq!(
+        lens.len(),
+        b,
+        "attention: {} key lengths for batch {b}",
+        lens.len()
+    );
+    // Consecutive samples of the same kind (all keys valid, or the same short length) share a call.
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < b {
+        let len = lens[start];
+        assert!(
+            (1..=s_kv).contains(&len),
+            "attention: key length {len} of {s_kv}"
+        );
+        let end = (start..b).find(|&i| lens[i] != len).unwrap_or(b);
+        let n = end - start;
+        out.push(grouped(
+            q.clone().narrow(0, start, n),
+            k.clone().narrow(0, start, n).narrow(2, 0, len),
+            v.clone().narrow(0, start, n).narrow(2, 0, len),
+        ));
+        start = end;
+    }
+    Tensor::cat(out, 0)
+}
+
+/// One backend call: query groups stacked per KV head, rows padded to [`QUERY_BLOCK`], every
+/// input freshly laid out (contiguous).
+fn grouped<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, h, s_q, d] = q.dims();
+    let kv_heads = k.dims()[1];
+    let rows = h / kv_heads * s_q;
+    let padded = rows.next_multiple_of(QUERY_BLOCK);
+    let q = contiguous(q.reshape([b, kv_heads, rows, d]));
+    let q = if padded > rows {
+        // Zero queries give a uniform softmax: finite rows that are cut off below.
+        let pad = Tensor::zeros([b, kv_heads, padded - rows, d], (&q.device(), q.dtype()));
+        Tensor::cat(vec![q, pad], 2)
+    } else {
+        q
+    };
+    let o = module::attention(
+        q,
+        contiguous(k),
+        contiguous(v),
+        None,
+        None,
+        AttentionModuleOptions::default(),
+    );
+    o.narrow(2, 0, rows).reshape([b, h, s_q, d])
+}
+
+/// `x` with a fresh row-major layout: a reshape through a different rank cannot be a view of a
+/// transposed or sliced tensor, so every backend copies it (and leaves contiguous tensors as they
+/// are).
+fn contiguous<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, h, s, d] = x.dims();
+    let flat: Tensor<B, 1> = x.reshape([b * h * s * d]);
+    flat.reshape([b, h, s, d])
+}

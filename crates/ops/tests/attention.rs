@@ -1,0 +1,204 @@
+//! `sakiko_ops::attention` against Burn's own attention called the straightforward way (K/V heads
+//! repeated, an explicit `[B, H, S_q, S_kv]` key mask): on Flex, and on wgpu (`--features wgpu`,
+//! CI: lavapipe) with fusion and autotune on and off, including strided inputs, batch 2 with
+//! ragged key lengths (CFG with captions of different lengths) and query lengths that are not
+//! multiples of the flash kernels' stage.
+
+use burn::tensor::module;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+
+/// Deterministic pseudo-random values in [-2, 2) (no backend RNG, so every backend gets the same).
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((state >> 8) as f32 / (1 << 24) as f32 - 0.5) * 4.0
+        })
+        .collect()
+}
+
+fn tensor<B: Backend>(shape: [usize; 4], seed: u32, device: &B::Device) -> Tensor<B, 4> {
+    let n = shape.iter().product();
+    Tensor::from_data(TensorData::new(values(n, seed), shape), device)
+}
+
+/// The reference: repeated K/V, explicit expanded mask, one call.
+fn reference<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    lens: Option<&[usize]>,
+) -> Tensor<B, 4> {
+    let [b, h, s_q, d] = q.dims();
+    let [_, kv, s_kv, _] = k.dims();
+    let repeat = |t: Tensor<B, 4>| -> Tensor<B, 4> {
+        let t: Tensor<B, 5> = t.unsqueeze_dim(2);
+        t.repeat_dim(2, h / kv).reshape([b, h, s_kv, d])
+    };
+    let mask = lens.map(|lens| {
+        let values: Vec<bool> = lens
+            .iter()
+            .flat_map(|&len| (0..s_kv).map(move |j| j >= len))
+            .collect();
+        let m: Tensor<B, 4, Bool> =
+            Tensor::<B, 2, Bool>::from_data(TensorData::new(values, [b, s_kv]), &q.device())
+                .reshape([b, 1, 1, s_kv]);
+        m.expand([b, h, s_q, s_kv])
+    });
+    module::attention(
+        q,
+        repeat(k),
+        repeat(v),
+        mask,
+        None,
+        AttentionModuleOptions::default(),
+    )
+}
+
+struct Case {
+    name: &'static str,
+    b: usize,
+    h: usize,
+    kv: usize,
+    s: usize,
+    d: usize,
+    lens: Option<Vec<usize>>,
+}
+
+fn cases() -> Vec<Case> {
+    let case = |name, b, h, kv, s, d, lens: Option<Vec<usize>>| Case {
+        name,
+        b,
+        h,
+        kv,
+        s,
+        d,
+        lens,
+    };
+    vec![
+        case("MHA, batch 1", 1, 2, 2, 37, 16, None),
+        case("GQA 4/2, batch 2", 2, 4, 2, 50, 16, None),
+        case(
+            "GQA 6/2, ragged CFG batch",
+            2,
+            6,
+            2,
+            70,
+            24,
+            Some(vec![70, 23]),
+        ),
+        case(
+            "MQA 4/1, ragged batch 3",
+            3,
+            4,
+            1,
+            45,
+            8,
+            Some(vec![12, 45, 12]),
+        ),
+        case(
+            "long, above the stage",
+            2,
+            2,
+            1,
+            300,
+            16,
+            Some(vec![300, 257]),
+        ),
+    ]
+}
+
+/// Runs every case on `B`, with q/k/v handed over as `[B, S, H, D]` views swapped to heads-first
+/// (what NextDiT passes), and compares against the reference on Flex.
+fn check<B: Backend>(device: &B::Device, tolerance: f32) {
+    type Ref = burn::backend::Flex;
+    let flex = Default::default();
+    for c in cases() {
+        let lens = c.lens.as_deref();
+        let swapped = |shape: [usize; 4], seed, dev: &B::Device| {
+            let [b, h, s, d] = shape;
+            tensor::<B>([b, s, h, d], seed, dev).swap_dims(1, 2)
+        };
+        let ours = sakiko_ops::attention(
+            swapped([c.b, c.h, c.s, c.d], 1, device),
+            swapped([c.b, c.kv, c.s, c.d], 2, device),
+            swapped([c.b, c.kv, c.s, c.d], 3, device),
+            lens,
+        );
+        let swapped_ref = |shape: [usize; 4], seed| {
+            let [b, h, s, d] = shape;
+            tensor::<Ref>([b, s, h, d], seed, &flex).swap_dims(1, 2)
+        };
+        let expected = reference(
+            swapped_ref([c.b, c.h, c.s, c.d], 1),
+            swapped_ref([c.b, c.kv, c.s, c.d], 2),
+            swapped_ref([c.b, c.kv, c.s, c.d], 3),
+            lens,
+        );
+        assert_eq!(ours.dims(), [c.b, c.h, c.s, c.d], "{}", c.name);
+        let ours: Vec<f32> = ours.into_data().to_vec().expect("f32");
+        let expected: Vec<f32> = expected.into_data().to_vec().expect("f32");
+        let diff = ours
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!("{}: {} max |Δ| {diff:.2e}", B::name(device), c.name);
+        assert!(
+            diff <= tolerance,
+            "{}: {} max |Δ| {diff:e}",
+            B::name(device),
+            c.name
+        );
+    }
+}
+
+#[test]
+fn flex_matches_burn_attention_with_mask_and_repeats() {
+    check::<burn::backend::Flex>(&Default::default(), 1e-5);
+}
+
+#[test]
+fn padding_keys_beyond_the_length_are_ignored() {
+    type B = burn::backend::Flex;
+    let device = Default::default();
+    let q = tensor::<B>([1, 2, 9, 8], 7, &device);
+    let k = tensor::<B>([1, 1, 9, 8], 8, &device);
+    let v = tensor::<B>([1, 1, 9, 8], 9, &device);
+    let short = sakiko_ops::attention(
+        q.clone(),
+        k.clone().narrow(2, 0, 5),
+        v.clone().narrow(2, 0, 5),
+        None,
+    );
+    // Garbage in the padded keys and values must not change anything.
+    let garbage = |t: Tensor<B, 4>| {
+        Tensor::cat(
+            vec![t.narrow(2, 0, 5), Tensor::full([1, 1, 4, 8], 1e3, &device)],
+            2,
+        )
+    };
+    let padded = sakiko_ops::attention(q, garbage(k), garbage(v), Some(&[5]));
+    short
+        .into_data()
+        .assert_approx_eq::<f32>(&padded.into_data(), Default::default());
+}
+
+#[cfg(feature = "wgpu")]
+mod wgpu {
+    use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
+
+    /// Fusion and autotune on: the backend users get.
+    #[test]
+    fn wgpu_fused_autotuned() {
+        super::check::<burn::backend::Wgpu>(&WgpuDevice::default(), 1e-5);
+    }
+
+    /// The same kernels without the fusion layer (fused and unfused must agree).
+    #[test]
+    fn wgpu_unfused() {
+        super::check::<CubeBackend<WgpuRuntime, f32, i32, u32>>(&WgpuDevice::default(), 1e-5);
+    }
+}
