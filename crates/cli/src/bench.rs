@@ -189,8 +189,9 @@ impl Job for BenchArgs {
             bar
         });
         let start = Instant::now();
-        let (lat_h, lat_w) = (self.height / 8, self.width / 8);
-        let (dtype, mut step): (FloatDType, Box<dyn FnMut()>) = match self.stage {
+        let (dtype, mut step): (FloatDType, Box<dyn FnMut() -> Result<(), String>>) = match self
+            .stage
+        {
             Stage::Denoise => {
                 let config = self.config(&self.dit_config, dit_preset)?;
                 config.validate().map_err(|e| failed(&e))?;
@@ -210,20 +211,20 @@ impl Job for BenchArgs {
                     ),
                 };
                 let (positive, negative) = (cond(self.prompt_tokens), cond(self.negative_tokens));
+                // The FLUX VAE's latent: 8× smaller than the image.
                 let x = Tensor::<B, 4>::random(
-                    [1, 16, lat_h, lat_w],
+                    [1, dit.config().in_channels, self.height / 8, self.width / 8],
                     Distribution::Normal(0.0, 1.0),
                     &device,
                 );
-                // The model outlives the closure: leak-free ownership through a Box moved in.
-                let dit = Box::new(dit);
                 (
                     dtype,
                     Box::new(move || {
                         let mut denoiser =
                             LuminaDenoiser::new(&dit, positive.clone(), negative.clone());
-                        let (a, b) = denoiser.denoise_pair(&x, 0.5).expect("denoise");
+                        let (a, b) = denoiser.denoise_pair(&x, 0.5).map_err(|e| e.to_string())?;
                         drop((a.into_data(), b.into_data()));
+                        Ok(())
                     }),
                 )
             }
@@ -232,16 +233,18 @@ impl Job for BenchArgs {
                 let file = synthetic(&config.tensor_shapes(), Dtype::BF16)?;
                 let vae =
                     Vae::<B>::from_weights(&file, Some(config), &device).map_err(|e| failed(&e))?;
-                let c = vae.config().latent_channels;
+                let (c, down) = (vae.config().latent_channels, vae.config().downscale());
                 let z = Tensor::<B, 4>::random(
-                    [1, c, lat_h, lat_w],
+                    [1, c, self.height / down, self.width / down],
                     Distribution::Normal(0.0, 1.0),
                     &device,
                 );
                 (
                     FloatDType::F32,
                     Box::new(move || {
-                        drop(vae.decode(z.clone()).expect("decode").into_data());
+                        let image = vae.decode(z.clone()).map_err(|e| e.to_string())?;
+                        drop(image.into_data());
+                        Ok(())
                     }),
                 )
             }
@@ -265,8 +268,9 @@ impl Job for BenchArgs {
                                 EncoderOptions::comfyui(),
                                 &device,
                             )
-                            .expect("encode");
+                            .map_err(|e| e.to_string())?;
                         drop(hidden.conditioning().into_data());
+                        Ok(())
                     }),
                 )
             }
@@ -278,7 +282,7 @@ impl Job for BenchArgs {
                 bar.set_message(format!("warm-up run {} of {}", i + 1, self.warmup));
             }
             let t = Instant::now();
-            step();
+            step().map_err(CliError::Failed)?;
             first_run_s.get_or_insert(t.elapsed().as_secs_f64());
         }
         let mut times_s = Vec::with_capacity(self.runs);
@@ -287,7 +291,7 @@ impl Job for BenchArgs {
                 bar.set_message(format!("run {} of {}", i + 1, self.runs));
             }
             let t = Instant::now();
-            step();
+            step().map_err(CliError::Failed)?;
             times_s.push(t.elapsed().as_secs_f64());
         }
         if let Some(bar) = spinner {

@@ -10,7 +10,9 @@ use sakiko_weights::WeightFile;
 const TOL: f32 = 5e-5;
 
 fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+    // At run time when set (a prebuilt test binary run elsewhere, e.g. tools/gpu-check).
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    format!("{root}/tests/fixtures/{name}")
 }
 
 fn ids(io: &WeightFile) -> Vec<Vec<u32>> {
@@ -109,6 +111,13 @@ fn matches_transformers_on_flex() {
 #[test]
 fn matches_transformers_on_wgpu() {
     let worst = parity::<burn::backend::Wgpu>("wgpu", &Default::default());
+    assert!(worst < TOL, "{worst}");
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn matches_transformers_on_cuda() {
+    let worst = parity::<burn::backend::Cuda>("cuda", &Default::default());
     assert!(worst < TOL, "{worst}");
 }
 

@@ -12,7 +12,9 @@ const CONFIGS: [&str; 2] = ["test", "gqa16"];
 const CASES: [&str; 4] = ["equal", "ragged", "nonsquare", "times"];
 
 fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+    // At run time when set (a prebuilt test binary run elsewhere, e.g. tools/gpu-check).
+    let root = std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into());
+    format!("{root}/tests/fixtures/{name}")
 }
 
 fn tensor<B: Backend, const D: usize>(
@@ -92,6 +94,13 @@ fn matches_diffusers_on_flex() {
 #[test]
 fn matches_diffusers_on_wgpu() {
     let worst = parity::<burn::backend::Wgpu>("wgpu", &Default::default());
+    assert!(worst < TOL, "{worst}");
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn matches_diffusers_on_cuda() {
+    let worst = parity::<burn::backend::Cuda>("cuda", &Default::default());
     assert!(worst < TOL, "{worst}");
 }
 
@@ -371,4 +380,15 @@ fn tensor_shapes_list_exactly_a_real_original_checkpoint() {
     let mut listed = config.tensor_shapes();
     listed.sort();
     assert_eq!(listed, file.shapes_under("model.diffusion_model."));
+}
+
+/// bf16 (the default on CUDA) and f16 on CUDA, against PyTorch's own half-precision error.
+#[cfg(feature = "cuda")]
+#[test]
+fn half_precision_on_cuda() {
+    half_precision_checked::<burn::backend::Cuda>(
+        "cuda",
+        &Default::default(),
+        &[(FloatDType::BF16, "bf16"), (FloatDType::F16, "f16")],
+    );
 }

@@ -202,3 +202,12 @@ mod wgpu {
         super::check::<CubeBackend<WgpuRuntime, f32, i32, u32>>(&WgpuDevice::default(), 1e-5);
     }
 }
+
+/// Fusion and autotune on CUDA: flash attention (blackbox on tensor cores, unit) is a candidate.
+/// (burn-cuda 0.21 does not export its unfused backend type; the fused/unfused comparison runs
+/// on wgpu, whose CubeCL kernels are the same.)
+#[cfg(feature = "cuda")]
+#[test]
+fn cuda_fused_autotuned() {
+    check::<burn::backend::Cuda>(&Default::default(), 1e-4);
+}
