@@ -91,10 +91,7 @@ fn linear<B: Backend>(
     device: &B::Device,
 ) -> Result<Linear<B>, GemmaError> {
     let weight: Tensor<B, 2> = w.tensor(&format!("{name}.weight"), [d_out, d_in], device)?;
-    Ok(Linear {
-        weight: Param::from_tensor(weight.transpose()),
-        bias: None,
-    })
+    Ok(sakiko_ops::linear(weight, None))
 }
 
 #[derive(Debug)]

@@ -90,7 +90,7 @@ impl<B: Backend> Loader<'_, B> {
         bias: bool,
     ) -> Result<Linear<B>, NextDitError> {
         let weight: Tensor<B, 2> = self.tensor(&format!("{name}.weight"), [d_out, d_in])?;
-        Ok(Self::linear_from(
+        Ok(sakiko_ops::linear(
             weight,
             if bias {
                 Some(self.tensor(&format!("{name}.bias"), [d_out])?)
@@ -98,13 +98,6 @@ impl<B: Backend> Loader<'_, B> {
                 None
             },
         ))
-    }
-
-    fn linear_from(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Linear<B> {
-        Linear {
-            weight: Param::from_tensor(weight.transpose()),
-            bias: bias.map(Param::from_tensor),
-        }
     }
 
     /// The fused `[q; k; v]` projection (diffusers stores the three parts separately).
@@ -139,7 +132,7 @@ impl<B: Backend> Loader<'_, B> {
                 )
             }
         };
-        Ok(Self::linear_from(weight, None))
+        Ok(sakiko_ops::linear(weight, None))
     }
 
     /// Norm gains stay f32 whatever the compute dtype (norms compute in f32).

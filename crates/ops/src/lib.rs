@@ -12,7 +12,13 @@
 //! and replays a cached choice with `.expect`, so a new prompt length could panic. This module
 //! therefore hands the backend only contiguous tensors, never a mask, and queries padded to a
 //! multiple of [`QUERY_BLOCK`] rows.
+//!
+//! [`linear`] builds every linear layer from PyTorch's `[out, in]` weights as a row-major
+//! `[in, out]` tensor rather than a transposed view, which Burn 0.21's fusion multiplies wrongly
+//! in some calls (see there).
 
+use burn::module::Param;
+use burn::nn::Linear;
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Tensor, backend::Backend};
@@ -125,11 +131,24 @@ fn grouped<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Ten
     o.narrow(2, 0, rows).reshape([b, h, s_q, d])
 }
 
-/// `x` with a fresh row-major layout: a reshape through a different rank cannot be a view of a
-/// transposed or sliced tensor, so every backend copies it (and leaves contiguous tensors as they
-/// are).
-fn contiguous<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [b, h, s, d] = x.dims();
-    let flat: Tensor<B, 1> = x.reshape([b * h * s * d]);
-    flat.reshape([b, h, s, d])
+/// A Burn [`Linear`] from PyTorch-layout weights: `weight` `[out, in]` (as checkpoints store it)
+/// and `bias` `[out]`, stored as Burn's `[in, out]` in a fresh row-major layout.
+///
+/// Not as a transposed view: with `fusion` on, Burn 0.21 computes `x·Wᵀ + b` wrongly when `x` has
+/// a single row and `Wᵀ` is a view (the matmul with its fused bias epilogue; on wgpu, found by
+/// the NextDiT parity suite at batch 1, where the timestep MLP and adaLN run on one row;
+/// `tests/fusion.rs` shows it). A copy at load time also spares every matmul a strided read.
+pub fn linear<B: Backend>(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Linear<B> {
+    Linear {
+        weight: Param::from_tensor(contiguous(weight.transpose())),
+        bias: bias.map(Param::from_tensor),
+    }
+}
+
+/// `x` with a fresh row-major layout: flattening cannot be a view of a transposed or sliced
+/// tensor, so every backend copies it (and leaves contiguous tensors as they are).
+pub fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let dims = x.dims();
+    let flat: Tensor<B, 1> = x.reshape([dims.iter().product::<usize>()]);
+    flat.reshape(dims)
 }

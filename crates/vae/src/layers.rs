@@ -175,11 +175,7 @@ impl<B: Backend> Loader<'_, B> {
             stored,
             self.device,
         )?;
-        // Burn's Linear stores [in, out].
-        Ok(Linear {
-            weight: Param::from_tensor(weight.transpose()),
-            bias: Some(Param::from_tensor(self.bias(name, channels)?)),
-        })
+        Ok(sakiko_ops::linear(weight, Some(self.bias(name, channels)?)))
     }
 }
 

@@ -1,0 +1,100 @@
+//! The fusion hazard behind [`sakiko_ops::linear`]: with `fusion` on, Burn 0.21 computes
+//! `x·Wᵀ + b` wrongly when `x` has one row and `Wᵀ` is a transposed view (matmul with a fused
+//! bias epilogue). Our linear layers store `W` row-major, which is right on every backend; the
+//! raw view is checked too, as the negative control that shows the guard is needed (on wgpu).
+
+use burn::nn::Linear;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            ((state >> 8) as f32 / (1 << 24) as f32 - 0.5) * 4.0
+        })
+        .collect()
+}
+
+fn tensor<B: Backend, const D: usize>(
+    shape: [usize; D],
+    seed: u32,
+    dev: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(
+        TensorData::new(values(shape.iter().product(), seed), shape),
+        dev,
+    )
+}
+
+/// The timestep MLP's pattern: rows of 256 features through three biased linears, as NextDiT's
+/// `t_embedder` and adaLN run them; `guarded` builds the layers with `sakiko_ops::linear`.
+fn mlp<B: Backend>(rows: usize, guarded: bool, dev: &B::Device) -> Vec<f32> {
+    let layer = |d_in: usize, d_out: usize, seed: u32| -> Linear<B> {
+        let weight = tensor::<B, 2>([d_out, d_in], seed, dev);
+        let bias = tensor::<B, 1>([d_out], seed + 1, dev);
+        if guarded {
+            sakiko_ops::linear(weight, Some(bias))
+        } else {
+            Linear {
+                weight: burn::module::Param::from_tensor(weight.transpose()),
+                bias: Some(burn::module::Param::from_tensor(bias)),
+            }
+        }
+    };
+    let x = tensor::<B, 2>([rows, 256], 1, dev);
+    let h = burn::tensor::activation::silu(layer(256, 24, 10).forward(x));
+    let h = burn::tensor::activation::silu(layer(24, 24, 20).forward(h));
+    layer(24, 96, 30)
+        .forward(h)
+        .into_data()
+        .to_vec()
+        .expect("f32")
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Max |Δ| against Flex for one and two rows, guarded or not.
+fn diffs<B: Backend>(guarded: bool, dev: &B::Device) -> [f32; 2] {
+    let flex = Default::default();
+    [1, 2].map(|rows| {
+        max_diff(
+            &mlp::<B>(rows, guarded, dev),
+            &mlp::<burn::backend::Flex>(rows, guarded, &flex),
+        )
+    })
+}
+
+#[test]
+fn guarded_linear_is_exact_on_flex() {
+    let dev = Default::default();
+    // Flex against itself with the other layout: only the GEMM's summation order may differ
+    // (outputs reach ≈±600; f32 rounding stays below 1e-3).
+    for rows in [1, 2] {
+        let d = max_diff(
+            &mlp::<burn::backend::Flex>(rows, true, &dev),
+            &mlp::<burn::backend::Flex>(rows, false, &dev),
+        );
+        assert!(d < 1e-3, "{rows} rows: {d}");
+    }
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn guarded_linear_is_right_with_fusion_on_wgpu() {
+    let dev = Default::default();
+    // Outputs reach ≈±600; f32 rounding of the GEMMs stays below 1e-3.
+    let guarded = diffs::<burn::backend::Wgpu>(true, &dev);
+    println!("wgpu fused, row-major weights: max |Δ| {guarded:?}");
+    assert!(guarded.iter().all(|&d| d < 1e-3), "{guarded:?}");
+    // Negative control: the transposed view is wrong at one row (the bug the guard avoids). If
+    // this starts to fail, Burn fixed it.
+    let raw = diffs::<burn::backend::Wgpu>(false, &dev);
+    println!("wgpu fused, transposed views: max |Δ| {raw:?}");
+    assert!(raw[0] > 1.0 && raw[1] < 1e-3, "{raw:?}");
+}
