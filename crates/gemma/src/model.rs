@@ -2,7 +2,6 @@
 
 use std::path::Path;
 
-use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
