@@ -98,3 +98,18 @@ fn guarded_linear_is_right_with_fusion_on_wgpu() {
     println!("wgpu fused, transposed views: max |Δ| {raw:?}");
     assert!(raw[0] > 1.0 && raw[1] < 1e-3, "{raw:?}");
 }
+
+/// On CUDA the guarded pattern must be right; whether the raw view is wrong there too is printed
+/// (tools/gpu-check records it).
+#[cfg(feature = "cuda")]
+#[test]
+fn guarded_linear_is_right_with_fusion_on_cuda() {
+    let dev = Default::default();
+    let guarded = diffs::<burn::backend::Cuda>(true, &dev);
+    println!("cuda fused, row-major weights: max |Δ| {guarded:?}");
+    println!(
+        "cuda fused, transposed views: max |Δ| {:?}",
+        diffs::<burn::backend::Cuda>(false, &dev)
+    );
+    assert!(guarded.iter().all(|&d| d < 1e-3), "{guarded:?}");
+}
