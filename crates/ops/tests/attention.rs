@@ -8,21 +8,8 @@ use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
-/// Deterministic pseudo-random values in [-2, 2) (no backend RNG, so every backend gets the same).
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            ((state >> 8) as f32 / (1 << 24) as f32 - 0.5) * 4.0
-        })
-        .collect()
-}
-
-fn tensor<B: Backend>(shape: [usize; 4], seed: u32, device: &B::Device) -> Tensor<B, 4> {
-    let n = shape.iter().product();
-    Tensor::from_data(TensorData::new(values(n, seed), shape), device)
-}
+mod common;
+use common::tensor;
 
 /// The reference: repeated K/V, explicit expanded mask, one call.
 fn reference<B: Backend>(
@@ -119,7 +106,7 @@ fn check<B: Backend>(device: &B::Device, tolerance: f32) {
         let lens = c.lens.as_deref();
         let swapped = |shape: [usize; 4], seed, dev: &B::Device| {
             let [b, h, s, d] = shape;
-            tensor::<B>([b, s, h, d], seed, dev).swap_dims(1, 2)
+            tensor::<B, 4>([b, s, h, d], seed, dev).swap_dims(1, 2)
         };
         let ours = sakiko_ops::attention(
             swapped([c.b, c.h, c.s, c.d], 1, device),
@@ -129,7 +116,7 @@ fn check<B: Backend>(device: &B::Device, tolerance: f32) {
         );
         let swapped_ref = |shape: [usize; 4], seed| {
             let [b, h, s, d] = shape;
-            tensor::<Ref>([b, s, h, d], seed, &flex).swap_dims(1, 2)
+            tensor::<Ref, 4>([b, s, h, d], seed, &flex).swap_dims(1, 2)
         };
         let expected = reference(
             swapped_ref([c.b, c.h, c.s, c.d], 1),
@@ -164,9 +151,9 @@ fn flex_matches_burn_attention_with_mask_and_repeats() {
 fn padding_keys_beyond_the_length_are_ignored() {
     type B = burn::backend::Flex;
     let device = Default::default();
-    let q = tensor::<B>([1, 2, 9, 8], 7, &device);
-    let k = tensor::<B>([1, 1, 9, 8], 8, &device);
-    let v = tensor::<B>([1, 1, 9, 8], 9, &device);
+    let q = tensor::<B, 4>([1, 2, 9, 8], 7, &device);
+    let k = tensor::<B, 4>([1, 1, 9, 8], 8, &device);
+    let v = tensor::<B, 4>([1, 1, 9, 8], 9, &device);
     let short = sakiko_ops::attention(
         q.clone(),
         k.clone().narrow(2, 0, 5),

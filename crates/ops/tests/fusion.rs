@@ -4,28 +4,10 @@
 //! raw view is checked too, as the negative control that shows the guard is needed (on wgpu).
 
 use burn::nn::Linear;
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::backend::Backend;
 
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            ((state >> 8) as f32 / (1 << 24) as f32 - 0.5) * 4.0
-        })
-        .collect()
-}
-
-fn tensor<B: Backend, const D: usize>(
-    shape: [usize; D],
-    seed: u32,
-    dev: &B::Device,
-) -> Tensor<B, D> {
-    Tensor::from_data(
-        TensorData::new(values(shape.iter().product(), seed), shape),
-        dev,
-    )
-}
+mod common;
+use common::tensor;
 
 /// The timestep MLP's pattern: rows of 256 features through three biased linears, as NextDiT's
 /// `t_embedder` and adaLN run them; `guarded` builds the layers with `sakiko_ops::linear`.
@@ -60,6 +42,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Max |Δ| against Flex for one and two rows, guarded or not.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn diffs<B: Backend>(guarded: bool, dev: &B::Device) -> [f32; 2] {
     let flex = Default::default();
     [1, 2].map(|rows| {
