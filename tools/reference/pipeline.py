@@ -113,6 +113,48 @@ def cfg_x0(dit, x, sigma, cond, uncond, scale):
     return u_ + (c_ - u_) * scale
 
 
+def run_case(name, c, gemma, dit, vae, sp, init):
+    """One generation with ComfyUI's semantics; the expected tensors under `name/`."""
+    def encode(text):
+        return encode_text(gemma, sp, text)
+
+    ms = S.FlowSampling(shift=6.0)
+    expected = {}
+    ids_p, cond = encode(f"{PREFIX} {c['prompt']}")
+    ids_n, uncond = encode(c["negative"])
+    b, h, w = c["batch"], c["height"] // 8, c["width"] // 8
+    noise = torch.randn([b, 16, h, w], dtype=F32, generator=torch.Generator().manual_seed(c["seed"]))
+    denoise = c.get("denoise", 1.0)
+    sigmas = S.calculate_sigmas(ms, "linear_quadratic", c["steps"], denoise).to(F32)
+    latent = torch.zeros_like(noise)
+    if "denoise" in c:
+        pixels = torch.from_numpy(init).to(F32).permute(2, 0, 1)[None] / 255.0 * 2 - 1
+        with torch.no_grad():
+            z = vae.encode(pixels).latent_dist.mode()
+        latent = ((z - 0.1159) * 0.3611).repeat(b, 1, 1, 1)
+        expected[f"{name}/init_latent"] = latent
+    x = sigmas[0] * noise + (1 - sigmas[0]) * latent
+
+    def model(x, sigma, i, capture):
+        return cfg_x0(dit, x, sigma, cond, uncond, c["cfg"])
+
+    anc = torch.Generator().manual_seed(c["seed"])
+    states = S.run_sampler(c["sampler"], x, sigmas, model,
+                           lambda like: torch.randn(like.shape, dtype=F32, generator=anc))
+    final = states[-1] / (1 - sigmas[-1])
+    with torch.no_grad():
+        img = vae.decode(final / 0.3611 + 0.1159).sample
+    img = torch.clamp((img + 1) / 2, 0, 1).permute(0, 2, 3, 1)
+    expected[f"{name}/ids_positive"] = torch.tensor(ids_p, dtype=torch.int64)
+    expected[f"{name}/ids_negative"] = torch.tensor(ids_n, dtype=torch.int64)
+    expected[f"{name}/cond"] = cond
+    expected[f"{name}/sigmas"] = sigmas
+    expected[f"{name}/noise"] = noise
+    expected[f"{name}/latent"] = final
+    expected[f"{name}/image"] = (img * 255).clamp(0, 255).to(torch.uint8)
+    return expected
+
+
 def main():
     torch.set_num_threads(1)
     models_dir = os.path.join(OUT, "models")
@@ -147,45 +189,10 @@ def main():
     init = np.stack([xx * 4, yy * 5, (xx + yy) * 2], axis=-1).clip(0, 255).astype(np.uint8)
     Image.fromarray(init).save(os.path.join(OUT, "init.png"))
 
-    def encode(text):
-        return encode_text(gemma, sp, text)
-
-    ms = S.FlowSampling(shift=6.0)
     expected = {}
     meta = {"torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__}
     for name, c in CASES.items():
-        ids_p, cond = encode(f"{PREFIX} {c['prompt']}")
-        ids_n, uncond = encode(c["negative"])
-        b, h, w = c["batch"], c["height"] // 8, c["width"] // 8
-        noise = torch.randn([b, 16, h, w], dtype=F32, generator=torch.Generator().manual_seed(c["seed"]))
-        denoise = c.get("denoise", 1.0)
-        sigmas = S.calculate_sigmas(ms, "linear_quadratic", c["steps"], denoise).to(F32)
-        latent = torch.zeros_like(noise)
-        if "denoise" in c:
-            pixels = torch.from_numpy(init).to(F32).permute(2, 0, 1)[None] / 255.0 * 2 - 1
-            with torch.no_grad():
-                z = vae.encode(pixels).latent_dist.mode()
-            latent = ((z - 0.1159) * 0.3611).repeat(b, 1, 1, 1)
-            expected[f"{name}/init_latent"] = latent
-        x = sigmas[0] * noise + (1 - sigmas[0]) * latent
-
-        def model(x, sigma, i, capture):
-            return cfg_x0(dit, x, sigma, cond, uncond, c["cfg"])
-
-        anc = torch.Generator().manual_seed(c["seed"])
-        states = S.run_sampler(c["sampler"], x, sigmas, model,
-                               lambda like: torch.randn(like.shape, dtype=F32, generator=anc))
-        final = states[-1] / (1 - sigmas[-1])
-        with torch.no_grad():
-            img = vae.decode(final / 0.3611 + 0.1159).sample
-        img = torch.clamp((img + 1) / 2, 0, 1).permute(0, 2, 3, 1)
-        expected[f"{name}/ids_positive"] = torch.tensor(ids_p, dtype=torch.int64)
-        expected[f"{name}/ids_negative"] = torch.tensor(ids_n, dtype=torch.int64)
-        expected[f"{name}/cond"] = cond
-        expected[f"{name}/sigmas"] = sigmas
-        expected[f"{name}/noise"] = noise
-        expected[f"{name}/latent"] = final
-        expected[f"{name}/image"] = (img * 255).clamp(0, 255).to(torch.uint8)
+        expected.update(run_case(name, c, gemma, dit, vae, sp, init))
         meta[name] = json.dumps(c)
     save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(OUT, "expected.safetensors"), metadata=meta)
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(OUT) for f in fs)

@@ -6,7 +6,7 @@ use burn::nn::Linear;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
-use sakiko_weights::{WeightError, WeightFile, Weights};
+use sakiko_weights::{StoredDtype, WeightError, WeightFile, Weights};
 
 use crate::{EncoderOptions, Gemma2Config};
 
@@ -37,20 +37,27 @@ pub enum GemmaError {
 }
 
 /// The embedding table, kept on the host in its stored precision (1.2 GB in fp16 for 2B, instead
-/// of 2.4 GB in f32); only the rows of the prompt's tokens are converted.
+/// of 2.4 GB in f32; less for fp8 or GGUF blocks); only the rows of the prompt's tokens are
+/// converted.
 #[derive(Debug)]
 struct Embedding {
     bytes: Vec<u8>,
-    dtype: safetensors::Dtype,
-    dim: usize,
+    dtype: StoredDtype,
+    /// Bytes per row (a whole number of blocks: checked at load).
+    row_bytes: usize,
+    /// The fp8 layer scale, if any.
+    scale: Option<f32>,
 }
 
 impl Embedding {
     fn row(&self, id: usize, out: &mut Vec<f32>) {
-        let width = self.dtype.bitsize() / 8;
-        let row = &self.bytes[id * self.dim * width..(id + 1) * self.dim * width];
+        let row = &self.bytes[id * self.row_bytes..(id + 1) * self.row_bytes];
+        let start = out.len();
         // The dtype was checked when the table was loaded, so decoding cannot fail here.
         let _ = sakiko_weights::decode_f32(row, self.dtype, out);
+        if let Some(scale) = self.scale {
+            out[start..].iter_mut().for_each(|v| *v *= scale);
+        }
     }
 }
 
@@ -146,7 +153,7 @@ impl<B: Backend> Gemma2<B> {
     ) -> Result<Self, GemmaError> {
         let path = path.as_ref();
         if !path.is_dir() {
-            return Self::from_weights(&WeightFile::open(path)?, config, device);
+            return Self::from_weights(&WeightFile::open_any(path)?, config, device);
         }
         let config = match config {
             Some(c) => c,
@@ -185,22 +192,28 @@ impl<B: Backend> Gemma2<B> {
             }
             .into());
         }
-        let dtype = file.dtype(&key).unwrap_or(safetensors::Dtype::F32);
-        if !matches!(
-            dtype,
-            safetensors::Dtype::F32 | safetensors::Dtype::F16 | safetensors::Dtype::BF16
-        ) {
+        let dtype = file
+            .dtype(&key)
+            .unwrap_or(StoredDtype::Safetensors(safetensors::Dtype::F32));
+        let row_bytes = dtype.size_of(h).filter(|_| dtype.is_float());
+        let Some(row_bytes) = row_bytes else {
             return Err(WeightError::Dtype {
                 path: file.path().to_path_buf(),
                 key,
                 dtype,
             }
             .into());
-        }
+        };
+        let scale = if dtype.is_fp8() {
+            file.fp8_scale(&key)?
+        } else {
+            None
+        };
         let embed_tokens = Embedding {
             bytes: file.read_bytes(&key)?,
             dtype,
-            dim: h,
+            row_bytes,
+            scale,
         };
         let layers = (0..c.num_hidden_layers)
             .map(|n| {

@@ -65,7 +65,7 @@ impl<B: Backend> NextDit<B> {
                 device,
             );
         }
-        Self::from_weights_as(&WeightFile::open(path)?, None, dtype, device)
+        Self::from_weights_as(&WeightFile::open_any(path)?, None, dtype, device)
     }
 
     /// Builds from an open weight file, computing in f32; without `config`, it is detected from

@@ -217,7 +217,7 @@ impl ModelFiles {
         if path.is_dir() {
             return Ok(Gemma2Config::from_file(path.join("config.json"))?);
         }
-        let file = WeightFile::open(path)?;
+        let file = WeightFile::open_any(path)?;
         Ok(sakiko_gemma::detect(&file)
             .map_err(|e| wrong(&file, Component::TextEncoder, e))?
             .config)
@@ -256,7 +256,7 @@ impl ModelFiles {
                 ),
             });
         }
-        let file = WeightFile::open(te)?;
+        let file = WeightFile::open_any(te)?;
         GemmaTokenizer::from_weights(&file).map_err(|_| PipelineError::NotFound {
             component: Component::TextEncoder,
             detail: format!(
@@ -274,7 +274,7 @@ fn open_component(
 ) -> Result<(WeightFile, Option<PathBuf>), PipelineError> {
     match sakiko_weights::diffusers_component(path, subfolder) {
         Some((config, weights)) => Ok((WeightFile::open_any(weights)?, Some(config))),
-        None => Ok((WeightFile::open(path)?, None)),
+        None => Ok((WeightFile::open_any(path)?, None)),
     }
 }
 
@@ -331,13 +331,16 @@ fn find_in(dir: &Path, component: Component, folders: &[&str]) -> Result<PathBuf
         let mut names: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|e| e == "safetensors" || e == "gguf")
+            })
             .collect();
         names.sort();
         looked.push(format!("{} ({} files)", sub.display(), names.len()));
         let matching: Vec<PathBuf> = names
             .into_iter()
-            .filter(|p| WeightFile::open(p).is_ok_and(|f| holds(&f, component)))
+            .filter(|p| WeightFile::open_any(p).is_ok_and(|f| holds(&f, component)))
             .collect();
         match matching.len() {
             0 => continue,
@@ -464,7 +467,7 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Inspection, PipelineError> {
         })?;
         WeightFile::open_any(found)?
     } else {
-        WeightFile::open(path)?
+        WeightFile::open_any(path)?
     };
     Ok(inspect_file(&file))
 }
@@ -473,7 +476,7 @@ fn inspect_file(file: &WeightFile) -> Inspection {
     let mut dtypes = BTreeMap::new();
     for key in file.keys() {
         if let Some(d) = file.dtype(key) {
-            *dtypes.entry(format!("{d:?}")).or_insert(0) += 1;
+            *dtypes.entry(d.to_string()).or_insert(0) += 1;
         }
     }
     let undetected = |component, e: &dyn std::fmt::Display| Detected::Undetected {

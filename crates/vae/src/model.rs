@@ -222,7 +222,7 @@ impl<B: Backend> Vae<B> {
             let config = VaeConfig::from_file(config)?;
             return Self::from_weights(&WeightFile::open_any(weights)?, Some(config), device);
         }
-        Self::from_weights(&WeightFile::open(path)?, None, device)
+        Self::from_weights(&WeightFile::open_any(path)?, None, device)
     }
 
     /// Builds from an open weight file; without `config`, the configuration is detected from the
