@@ -121,11 +121,23 @@ fn case(name: &str) -> Vec<String> {
 
 /// Runs case `name` on `backend` and compares the latent (≤ 1e-4) and the PNGs (≤ 1 level).
 fn reproduce(name: &str, backend: &str) {
+    reproduce_with(name, backend, &[], &expected(), name);
+}
+
+/// [`reproduce`] with `extra` arguments, against case `reference` of `expected`.
+fn reproduce_with(
+    name: &str,
+    backend: &str,
+    extra: &[String],
+    expected: &WeightFile,
+    reference: &str,
+) {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out.png");
     let latent = dir.path().join("latent.safetensors");
     sakiko()
         .args(case(name))
+        .args(extra)
         .args(["--backend", backend, "--save-latent"])
         .arg(&latent)
         .arg("-o")
@@ -135,8 +147,8 @@ fn reproduce(name: &str, backend: &str) {
     let (ours, shape) = WeightFile::open(&latent)
         .and_then(|f| f.read_f32("latent"))
         .expect("latent");
-    let (want, want_shape) = expected()
-        .read_f32(&format!("{name}/latent"))
+    let (want, want_shape) = expected
+        .read_f32(&format!("{reference}/latent"))
         .expect("reference");
     assert_eq!(shape, want_shape);
     let err = ours
@@ -148,8 +160,8 @@ fn reproduce(name: &str, backend: &str) {
     assert!(err < 1e-4, "{name} on {backend}: latent differs by {err}");
 
     let batch = shape[0];
-    let reference = expected()
-        .read_bytes(&format!("{name}/image"))
+    let reference = expected
+        .read_bytes(&format!("{reference}/image"))
         .expect("image");
     let mut pixels = Vec::new();
     for i in 0..batch {
@@ -176,6 +188,51 @@ fn reproduce(name: &str, backend: &str) {
 #[test]
 fn generate_euler_reproduces_the_reference() {
     reproduce("euler", "flex");
+}
+
+/// The low-precision files of `tools/reference/lowp.py`.
+fn lowp(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipeline/tests/fixtures/lowp")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn generate_with_a_q8_0_gguf_denoiser_reproduces_the_reference() {
+    let expected = WeightFile::open(lowp("expected.safetensors")).expect("lowp expected");
+    let dit = [
+        "--dit".into(),
+        lowp("models/diffusion_models/tiny_lumina_q8_0.gguf"),
+    ];
+    reproduce_with("euler", "flex", &dit, &expected, "gguf");
+}
+
+#[test]
+fn generate_with_fp8_files_reproduces_the_reference() {
+    let expected = WeightFile::open(lowp("expected.safetensors")).expect("lowp expected");
+    let files = [
+        "--dit".into(),
+        lowp("models/diffusion_models/tiny_lumina_scaled_fp8.safetensors"),
+        "--text-encoder".into(),
+        lowp("models/text_encoders/tiny_gemma2_fp8.safetensors"),
+        "--vae".into(),
+        lowp("models/vae/tiny_ae_fp8.safetensors"),
+    ];
+    reproduce_with("euler", "flex", &files, &expected, "fp8");
+}
+
+#[test]
+fn inspect_reports_gguf_types() {
+    sakiko()
+        .args([
+            "inspect",
+            &lowp("models/diffusion_models/tiny_lumina_q8_0.gguf"),
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("\"Q8_0\"").and(predicate::str::contains("\"dit\"")));
 }
 
 #[test]

@@ -81,18 +81,24 @@ impl Reader<'_> {
         self.len - self.pos
     }
 
-    fn bytes<const N: usize>(&mut self, what: &str) -> Result<[u8; N], WeightError> {
-        let mut b = [0u8; N];
-        if self.left() < N as u64 {
+    /// Fills `buf`, which must fit in what is left.
+    fn fill(&mut self, buf: &mut [u8], what: &str) -> Result<(), WeightError> {
+        if self.left() < buf.len() as u64 {
             return Err(self.corrupt(format!("truncated at byte {} reading {what}", self.pos)));
         }
         self.inner
-            .read_exact(&mut b)
+            .read_exact(buf)
             .map_err(|source| WeightError::Io {
                 path: self.path.to_path_buf(),
                 source,
             })?;
-        self.pos += N as u64;
+        self.pos += buf.len() as u64;
+        Ok(())
+    }
+
+    fn bytes<const N: usize>(&mut self, what: &str) -> Result<[u8; N], WeightError> {
+        let mut b = [0u8; N];
+        self.fill(&mut b, what)?;
         Ok(b)
     }
 
@@ -119,13 +125,7 @@ impl Reader<'_> {
     fn string(&mut self, what: &str) -> Result<String, WeightError> {
         let n = self.count(&format!("length of {what}"), 1)?;
         let mut b = vec![0u8; n];
-        self.inner
-            .read_exact(&mut b)
-            .map_err(|source| WeightError::Io {
-                path: self.path.to_path_buf(),
-                source,
-            })?;
-        self.pos += n as u64;
+        self.fill(&mut b, what)?;
         String::from_utf8(b).map_err(|_| self.corrupt(format!("{what} is not UTF-8")))
     }
 
@@ -219,8 +219,12 @@ pub(crate) fn open(path: &Path) -> Result<Header, WeightError> {
         },
     };
     let mut infos = Vec::with_capacity(tensor_count);
+    let mut names = std::collections::HashSet::new();
     for _ in 0..tensor_count {
         let name = r.string("a tensor name")?;
+        if !names.insert(name.clone()) {
+            return Err(r.corrupt(format!("tensor `{name}` is listed twice")));
+        }
         let n_dims = r.u32("a tensor's rank")?;
         if n_dims > MAX_DIMS {
             return Err(r.corrupt(format!("tensor `{name}` has {n_dims} dimensions")));
