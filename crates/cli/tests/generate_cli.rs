@@ -232,7 +232,12 @@ fn inspect_reports_gguf_types() {
         ])
         .assert()
         .success()
-        .stdout(predicate::str::contains("\"Q8_0\"").and(predicate::str::contains("\"dit\"")));
+        .stdout(
+            predicate::str::contains("\"Q8_0\"")
+                .and(predicate::str::contains("\"dit\""))
+                .and(predicate::str::contains("\"format\": \"gguf\""))
+                .and(predicate::str::contains("\"architecture\": \"lumina2\"")),
+        );
 }
 
 #[test]
@@ -251,6 +256,12 @@ fn generate_reproduces_the_reference_on_wgpu() {
     for name in ["euler", "ancestral", "img2img"] {
         reproduce(name, "wgpu");
     }
+    let expected = WeightFile::open(lowp("expected.safetensors")).expect("lowp expected");
+    let dit = [
+        "--dit".into(),
+        lowp("models/diffusion_models/tiny_lumina_q8_0.gguf"),
+    ];
+    reproduce_with("euler", "wgpu", &dit, &expected, "gguf");
 }
 
 #[cfg(feature = "wgpu")]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use sakiko_gemma::{Gemma2Config, GemmaTokenizer};
 use sakiko_nextdit::NextDitConfig;
 use sakiko_vae::VaeConfig;
-use sakiko_weights::{WeightError, WeightFile};
+use sakiko_weights::{Format, WeightError, WeightFile};
 
 use crate::{Component, PipelineError};
 
@@ -430,7 +430,11 @@ impl Detected {
 pub struct Inspection {
     /// The file.
     pub path: PathBuf,
-    /// Tensor count per stored dtype (`"BF16"`, `"F16"`, …).
+    /// The container format.
+    pub format: Format,
+    /// A GGUF file's `general.architecture` (`"lumina2"`; compatibility tags such as `"pig"`).
+    pub architecture: Option<String>,
+    /// Tensor count per stored dtype (`"BF16"`, `"F8_E4M3"`, `"Q8_0"`, …).
     pub dtypes: BTreeMap<String, usize>,
     /// The components found (an all-in-one checkpoint has three).
     pub components: Vec<Detected>,
@@ -441,6 +445,8 @@ impl Inspection {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "path": self.path,
+            "format": format!("{:?}", self.format).to_lowercase(),
+            "architecture": self.architecture,
             "dtypes": self.dtypes,
             "components": self.components.iter().map(Detected::to_json).collect::<Vec<_>>(),
         })
@@ -500,6 +506,11 @@ fn inspect_file(file: &WeightFile) -> Inspection {
         .collect();
     Inspection {
         path: file.path().to_path_buf(),
+        format: file.format(),
+        architecture: file
+            .metadata("general.architecture")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
         dtypes,
         components,
     }
