@@ -26,6 +26,19 @@ pub(crate) struct Stored {
     pub len: usize,
 }
 
+/// The element count of `shape`; `None` when it cannot be addressed, also for shapes with a
+/// zero dimension whose other dimensions overflow (any product over them, in any order, must fit).
+pub(crate) fn numel<T: Copy + TryInto<usize>>(shape: &[T]) -> Option<usize> {
+    let mut all = 1usize;
+    let mut nonzero = 1usize;
+    for &d in shape {
+        let d: usize = d.try_into().ok()?;
+        all = all.checked_mul(d)?;
+        nonzero = nonzero.checked_mul(d.max(1))?;
+    }
+    Some(all)
+}
+
 /// One file of a (possibly sharded) checkpoint, or generated weights.
 #[derive(Debug)]
 struct Shard {

@@ -243,10 +243,7 @@ pub(crate) fn open(path: &Path) -> Result<Header, WeightError> {
     let data_len = len.saturating_sub(data_start);
     let mut tensors = Vec::with_capacity(infos.len());
     for (name, dims, ty, offset) in infos {
-        let numel = dims
-            .iter()
-            .try_fold(1u64, |n, &d| n.checked_mul(d))
-            .and_then(|n| usize::try_from(n).ok());
+        let numel = crate::file::numel(&dims);
         let Some(numel) = numel else {
             return Err(r.corrupt(format!(
                 "tensor `{name}` has dimensions {dims:?}: more elements than can be addressed"
@@ -288,7 +285,7 @@ pub(crate) fn open(path: &Path) -> Result<Header, WeightError> {
                     .collect::<Option<Vec<usize>>>(),
                 _ => None,
             })
-            .filter(|s| s.iter().product::<usize>() == numel);
+            .filter(|s| crate::file::numel(s) == Some(numel));
         let shape = orig.unwrap_or_else(|| dims.iter().rev().map(|&d| d as usize).collect());
         tensors.push((
             name,

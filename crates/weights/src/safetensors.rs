@@ -45,7 +45,7 @@ pub(crate) fn open(path: &Path) -> Result<(File, Vec<(String, Stored)>), WeightE
     for (name, info) in metadata.tensors() {
         let (start, end) = info.data_offsets;
         let dtype = StoredDtype::Safetensors(info.dtype);
-        let numel = info.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        let numel = crate::file::numel(&info.shape);
         let expected = numel.and_then(|n| dtype.size_of(n));
         if end < start || Some(end - start) != expected {
             return Err(corrupt(format!(
