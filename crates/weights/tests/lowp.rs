@@ -353,6 +353,24 @@ fn malformed_gguf_headers_are_clear_errors() {
             Gguf::valid().kv_u32("general.alignment", 24),
             "not a power of two",
         ),
+        (
+            "twice",
+            Gguf {
+                tensors: vec![("a".into(), vec![4], 0, 0), ("a".into(), vec![4], 0, 32)],
+                ..Gguf::valid()
+            },
+            "listed twice",
+        ),
+        // Found by fuzzing: a zero dimension hid the overflow of the others until the shape was
+        // reversed.
+        (
+            "zero",
+            Gguf {
+                tensors: vec![("a".into(), vec![4, 0, 1 << 40, 1 << 40], 0, 0)],
+                ..Gguf::valid()
+            },
+            "more elements than can be addressed",
+        ),
     ];
     for (name, gguf, wanted) in cases {
         let message = reason(open_bytes(d, &format!("{name}.gguf"), &gguf.bytes()));
