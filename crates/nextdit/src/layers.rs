@@ -4,12 +4,11 @@
 //! checkpoints [`Layout::Diffusers`] translates them and concatenates `to_q`, `to_k`, `to_v` into qkv.
 
 use burn::module::{Module, Param};
-use burn::nn::Linear;
+use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, FloatDType, Tensor, backend::Backend};
-use sakiko_weights::Weights;
 
-use crate::NextDitError;
+use crate::NextDitConfig;
 
 /// The key naming of a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,90 +58,14 @@ impl Layout {
     }
 }
 
-/// Reads tensors by original name from either layout, in the model's compute dtype.
-pub(crate) struct Loader<'a, B: Backend> {
-    pub weights: Weights<'a>,
-    pub layout: Layout,
-    pub dtype: FloatDType,
-    pub device: &'a B::Device,
-}
-
-impl<B: Backend> Loader<'_, B> {
-    fn tensor<const D: usize>(
-        &self,
-        name: &str,
-        shape: [usize; D],
-    ) -> Result<Tensor<B, D>, NextDitError> {
-        Ok(self.weights.tensor_as(
-            &self.layout.key(name),
-            shape,
-            self.dtype.into(),
-            self.device,
-        )?)
-    }
-
-    /// A linear layer stored `[out, in]` (PyTorch), as Burn's `[in, out]`.
-    pub fn linear(
-        &self,
-        name: &str,
-        d_in: usize,
-        d_out: usize,
-        bias: bool,
-    ) -> Result<Linear<B>, NextDitError> {
-        let weight: Tensor<B, 2> = self.tensor(&format!("{name}.weight"), [d_out, d_in])?;
-        Ok(sakiko_ops::linear(
-            weight,
-            if bias {
-                Some(self.tensor(&format!("{name}.bias"), [d_out])?)
-            } else {
-                None
-            },
-        ))
-    }
-
-    /// The fused `[q; k; v]` projection (diffusers stores the three parts separately).
-    pub fn qkv(
-        &self,
-        name: &str,
-        d: usize,
-        q_rows: usize,
-        kv_rows: usize,
-    ) -> Result<Linear<B>, NextDitError> {
-        let weight = match self.layout {
-            Layout::Original => {
-                self.tensor(&format!("{name}.qkv.weight"), [q_rows + 2 * kv_rows, d])?
-            }
-            Layout::Diffusers => {
-                let base = name.replace(".attention", ".attn");
-                let part = |p: &str, rows: usize| -> Result<Tensor<B, 2>, NextDitError> {
-                    Ok(self.weights.tensor_as(
-                        &format!("{base}.{p}.weight"),
-                        [rows, d],
-                        self.dtype.into(),
-                        self.device,
-                    )?)
-                };
-                Tensor::cat(
-                    vec![
-                        part("to_q", q_rows)?,
-                        part("to_k", kv_rows)?,
-                        part("to_v", kv_rows)?,
-                    ],
-                    0,
-                )
-            }
-        };
-        Ok(sakiko_ops::linear(weight, None))
-    }
-
-    /// Norm gains stay f32 whatever the compute dtype (norms compute in f32).
-    pub fn rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<RmsNorm<B>, NextDitError> {
-        let key = self.layout.key(&format!("{name}.weight"));
-        Ok(RmsNorm {
-            weight: Param::from_tensor(self.weights.tensor(&key, [dim], self.device)?),
-            eps,
-        })
-    }
+/// A linear layer `d_in → d_out` (weights `[in, out]`, filled by loading).
+pub(crate) fn linear<B: Backend>(
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    device: &B::Device,
+) -> Linear<B> {
+    LinearConfig::new(d_in, d_out).with_bias(bias).init(device)
 }
 
 /// `x · rsqrt(mean(x²) + eps) · w` over the last dimension (a plain gain, not `1 + w`), computed
@@ -154,6 +77,14 @@ pub struct RmsNorm<B: Backend> {
 }
 
 impl<B: Backend> RmsNorm<B> {
+    /// A norm over `dim` features (gain 1 until loaded).
+    pub fn init(dim: usize, eps: f64, device: &B::Device) -> Self {
+        Self {
+            weight: Initializer::Ones.init([dim], device),
+            eps,
+        }
+    }
+
     /// Normalises the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let dtype = x.dtype();
@@ -214,21 +145,17 @@ pub struct Attention<B: Backend> {
 }
 
 impl<B: Backend> Attention<B> {
-    pub(crate) fn load(
-        l: &Loader<'_, B>,
-        name: &str,
-        c: &crate::NextDitConfig,
-    ) -> Result<Self, NextDitError> {
+    pub(crate) fn init(c: &NextDitConfig, device: &B::Device) -> Self {
         let (d, heads, kv_heads) = (c.hidden_size, c.num_attention_heads, c.num_kv_heads);
-        let hd = d / heads;
-        Ok(Self {
-            qkv: l.qkv(name, d, heads * hd, kv_heads * hd)?,
-            out: l.linear(&format!("{name}.out"), heads * hd, d, false)?,
-            q_norm: l.rms_norm(&format!("{name}.q_norm"), hd, c.qk_norm_eps)?,
-            k_norm: l.rms_norm(&format!("{name}.k_norm"), hd, c.qk_norm_eps)?,
+        let hd = c.head_dim();
+        Self {
+            qkv: linear(d, (heads + 2 * kv_heads) * hd, false, device),
+            out: linear(heads * hd, d, false, device),
+            q_norm: RmsNorm::init(hd, c.qk_norm_eps, device),
+            k_norm: RmsNorm::init(hd, c.qk_norm_eps, device),
             heads,
             kv_heads,
-        })
+        }
     }
 
     /// Self-attention over `x` whose sample `b` has `seq_lens[b]` valid tokens (the rest is
@@ -297,35 +224,21 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
-    pub(crate) fn load(
-        l: &Loader<'_, B>,
-        name: &str,
-        c: &crate::NextDitConfig,
-        modulated: bool,
-    ) -> Result<Self, NextDitError> {
+    pub(crate) fn init(c: &NextDitConfig, modulated: bool, device: &B::Device) -> Self {
         let (d, f, eps) = (c.hidden_size, c.ffn_dim(), c.norm_eps);
-        Ok(Self {
-            attention: Attention::load(l, &format!("{name}.attention"), c)?,
+        Self {
+            attention: Attention::init(c, device),
             feed_forward: FeedForward {
-                w1: l.linear(&format!("{name}.feed_forward.w1"), d, f, false)?,
-                w2: l.linear(&format!("{name}.feed_forward.w2"), f, d, false)?,
-                w3: l.linear(&format!("{name}.feed_forward.w3"), d, f, false)?,
+                w1: linear(d, f, false, device),
+                w2: linear(f, d, false, device),
+                w3: linear(d, f, false, device),
             },
-            attention_norm1: l.rms_norm(&format!("{name}.attention_norm1"), d, eps)?,
-            attention_norm2: l.rms_norm(&format!("{name}.attention_norm2"), d, eps)?,
-            ffn_norm1: l.rms_norm(&format!("{name}.ffn_norm1"), d, eps)?,
-            ffn_norm2: l.rms_norm(&format!("{name}.ffn_norm2"), d, eps)?,
-            ada_ln_modulation: if modulated {
-                Some(l.linear(
-                    &format!("{name}.adaLN_modulation.1"),
-                    c.adaln_dim(),
-                    4 * d,
-                    true,
-                )?)
-            } else {
-                None
-            },
-        })
+            attention_norm1: RmsNorm::init(d, eps, device),
+            attention_norm2: RmsNorm::init(d, eps, device),
+            ffn_norm1: RmsNorm::init(d, eps, device),
+            ffn_norm2: RmsNorm::init(d, eps, device),
+            ada_ln_modulation: modulated.then(|| linear(c.adaln_dim(), 4 * d, true, device)),
+        }
     }
 
     /// `silu_temb`: `silu(timestep embedding)` `[B, T]`, required by modulated blocks;

@@ -17,5 +17,11 @@ mod model;
 
 pub use config::NextDitConfig;
 pub use error::NextDitError;
-pub use layers::{Attention, Block, FeedForward, Layout, RmsNorm, Rope};
+pub use layers::Layout;
+
+/// The building blocks of [`NextDit`], for reading its module tree (their parameters are what
+/// adapters and quantisation address); they are made by [`NextDitConfig::init`].
+pub mod blocks {
+    pub use crate::layers::{Attention, Block, FeedForward, RmsNorm, Rope};
+}
 pub use model::{Detected, NextDit, PREFIXES, Trace, detect, identify};

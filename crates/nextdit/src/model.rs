@@ -2,12 +2,13 @@
 
 use std::path::Path;
 
+use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, FloatDType, Tensor, TensorData, backend::Backend};
-use sakiko_weights::{WeightFile, Weights};
+use sakiko_weights::{ParamSource, WeightFile, Weights, load_module};
 
-use crate::layers::{Block, Layout, Loader, RmsNorm, Rope};
+use crate::layers::{Block, Layout, RmsNorm, Rope, linear};
 use crate::{NextDitConfig, NextDitError};
 
 /// Prefixes under which checkpoints store the denoiser.
@@ -16,35 +17,140 @@ pub const PREFIXES: [&str; 3] = ["", "model.diffusion_model.", "diffusion_model.
 /// Width of the sinusoidal timestep features.
 const FREQ_DIM: usize = 256;
 
-/// The Lumina-Image-2.0 NextDiT.
+/// The Lumina-Image-2.0 NextDiT: a Burn module whose parameter paths are the original key names
+/// (`layers.0.attention.qkv.weight`; `t_embedder.mlp_0` for `mlp.0`, `ada_ln_modulation` for
+/// `adaLN_modulation.1`, `cap_embedder.norm` / `.linear` for `.0` / `.1`).
 ///
 /// Its forward pass uses the model's own convention: `t = 1` is clean data, `t = 0` pure noise,
 /// and the output is the velocity `data − noise`. Samplers that think in σ (ComfyUI's
 /// `x = σ·noise + (1 − σ)·data`) call it with `t = 1 − σ` and negate the output; that conversion
 /// belongs to the pipeline.
-#[derive(Debug)]
+///
+/// ```
+/// use burn::backend::Flex;
+/// use sakiko_nextdit::{NextDit, NextDitConfig};
+///
+/// let config = NextDitConfig { hidden_size: 48, num_layers: 1, num_refiner_layers: 1,
+///     num_attention_heads: 2, num_kv_heads: 1, multiple_of: 16, axes_dim_rope: vec![8, 8, 8],
+///     cap_feat_dim: 32, ..NextDitConfig::lumina2_2b() };
+/// // Random weights (`NextDit::load` and friends fill them from a checkpoint instead).
+/// let model: NextDit<Flex> = config.init(&Default::default());
+/// let x = burn::tensor::Tensor::zeros([1, 16, 8, 8], &Default::default());
+/// let cap = burn::tensor::Tensor::zeros([1, 5, 32], &Default::default());
+/// let v = model.forward(x, &[0.5], cap, &[5])?;
+/// assert_eq!(v.dims(), [1, 16, 8, 8]);
+/// # Ok::<(), sakiko_nextdit::NextDitError>(())
+/// ```
+#[derive(Module, Debug)]
 pub struct NextDit<B: Backend> {
     x_embedder: Linear<B>,
-    t_mlp_0: Linear<B>,
-    t_mlp_2: Linear<B>,
-    cap_norm: RmsNorm<B>,
-    cap_linear: Linear<B>,
+    t_embedder: TimestepEmbedder<B>,
+    cap_embedder: CaptionEmbedder<B>,
     context_refiner: Vec<Block<B>>,
     noise_refiner: Vec<Block<B>>,
     layers: Vec<Block<B>>,
-    final_ada_ln: Linear<B>,
-    final_linear: Linear<B>,
+    final_layer: FinalLayer<B>,
+    #[module(skip)]
     config: NextDitConfig,
+    #[module(skip)]
     dtype: FloatDType,
+}
+
+/// `t_embedder.mlp.{0,2}`: sinusoidal features → SiLU MLP.
+#[derive(Module, Debug)]
+struct TimestepEmbedder<B: Backend> {
+    mlp_0: Linear<B>,
+    mlp_2: Linear<B>,
+}
+
+/// `cap_embedder.{0,1}`: RMSNorm then a linear projection of the caption features.
+#[derive(Module, Debug)]
+struct CaptionEmbedder<B: Backend> {
+    norm: RmsNorm<B>,
+    linear: Linear<B>,
+}
+
+/// `final_layer`: the modulated output projection to patches.
+#[derive(Module, Debug)]
+struct FinalLayer<B: Backend> {
+    ada_ln_modulation: Linear<B>,
+    linear: Linear<B>,
 }
 
 /// Named intermediate outputs, for locating a mismatch (`x_embedder`, `context_refiner.0`, …).
 pub type Trace<B> = Vec<(String, Tensor<B, 3>)>;
 
+impl NextDitConfig {
+    /// The model with this configuration and random weights (lazily made: loading replaces them
+    /// without ever allocating them), computing in f32.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> NextDit<B> {
+        let (d, t) = (self.hidden_size, self.adaln_dim());
+        let p2c = self.patch_size * self.patch_size * self.in_channels;
+        let blocks = |n: usize, modulated: bool| -> Vec<Block<B>> {
+            (0..n)
+                .map(|_| Block::init(self, modulated, device))
+                .collect()
+        };
+        NextDit {
+            x_embedder: linear(p2c, d, true, device),
+            t_embedder: TimestepEmbedder {
+                mlp_0: linear(FREQ_DIM, t, true, device),
+                mlp_2: linear(t, t, true, device),
+            },
+            cap_embedder: CaptionEmbedder {
+                norm: RmsNorm::init(self.cap_feat_dim, self.norm_eps, device),
+                linear: linear(self.cap_feat_dim, d, true, device),
+            },
+            context_refiner: blocks(self.num_refiner_layers, false),
+            noise_refiner: blocks(self.num_refiner_layers, true),
+            layers: blocks(self.num_layers, true),
+            final_layer: FinalLayer {
+                ada_ln_modulation: linear(t, d, true, device),
+                linear: linear(d, p2c, true, device),
+            },
+            config: self.clone(),
+            dtype: FloatDType::F32,
+        }
+    }
+}
+
+/// The original key of module path `path` (`t_embedder.mlp_0.weight` → `t_embedder.mlp.0.weight`).
+fn original_key(path: &str) -> String {
+    path.replace(".mlp_0.", ".mlp.0.")
+        .replace(".mlp_2.", ".mlp.2.")
+        .replace("cap_embedder.norm.", "cap_embedder.0.")
+        .replace("cap_embedder.linear.", "cap_embedder.1.")
+        .replace(".ada_ln_modulation.", ".adaLN_modulation.1.")
+}
+
+/// Where `layout` stores the parameter at module path `path` of shape `shape`, in `dtype`
+/// (norm gains stay f32).
+fn source(path: &str, shape: &[usize], layout: Layout, dtype: FloatDType) -> ParamSource {
+    let dtype = if path.split('.').any(|p| p.contains("norm")) {
+        FloatDType::F32
+    } else {
+        dtype
+    };
+    let key = original_key(path);
+    let mut source = match (layout, key.strip_suffix(".attention.qkv.weight")) {
+        (Layout::Diffusers, Some(base)) => ParamSource {
+            keys: ["to_q", "to_k", "to_v"]
+                .map(|p| format!("{base}.attn.{p}.weight"))
+                .to_vec(),
+            ..ParamSource::tensor("", dtype)
+        },
+        _ => ParamSource::tensor(layout.key(&key), dtype),
+    };
+    // Every 2-D parameter is a linear weight, stored [out, in].
+    source.transpose = shape.len() == 2;
+    source
+}
+
 impl<B: Backend> NextDit<B> {
     /// Loads a checkpoint: an original / ComfyUI `.safetensors` (optionally prefixed
-    /// `model.diffusion_model.`, as in all-in-one checkpoints), or a diffusers folder
-    /// (`config.json` + `diffusion_pytorch_model.safetensors`, also as a pipeline's `transformer/`).
+    /// `model.diffusion_model.`, as in all-in-one checkpoints), a GGUF or fp8 file, or a
+    /// diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors`, also as a
+    /// pipeline's `transformer/`).
     pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self, NextDitError> {
         Self::load_as(path, FloatDType::F32, device)
     }
@@ -88,53 +194,35 @@ impl<B: Backend> NextDit<B> {
         dtype: FloatDType,
         device: &B::Device,
     ) -> Result<Self, NextDitError> {
-        if !matches!(dtype, FloatDType::F32 | FloatDType::BF16 | FloatDType::F16) {
-            return Err(NextDitError::Unsupported(format!(
-                "compute dtype {dtype:?} (use F32, BF16 or F16)"
-            )));
-        }
-        if !B::supports_dtype(device, dtype.into()) {
-            return Err(NextDitError::Unsupported(format!(
-                "the {} backend cannot compute in {dtype:?} on this device",
-                B::name(device)
-            )));
-        }
+        check_dtype::<B>(dtype, device)?;
         let (prefix, layout) = identify(file)?;
-        let l = Loader {
-            weights: file.scope(prefix),
-            layout,
-            dtype,
-            device,
-        };
-        let c = match config {
+        let weights = file.scope(prefix);
+        let config = match config {
             Some(c) => {
                 c.validate()?;
                 c
             }
-            None => detect_config(&l.weights, l.layout)?,
+            None => detect_config(&weights, layout)?,
         };
-        let (d, t) = (c.hidden_size, c.adaln_dim());
-        let p2c = c.patch_size * c.patch_size * c.in_channels;
-        let blocks =
-            |name: &str, n: usize, modulated: bool| -> Result<Vec<Block<B>>, NextDitError> {
-                (0..n)
-                    .map(|i| Block::load(&l, &format!("{name}.{i}"), &c, modulated))
-                    .collect()
-            };
-        Ok(Self {
-            x_embedder: l.linear("x_embedder", p2c, d, true)?,
-            t_mlp_0: l.linear("t_embedder.mlp.0", FREQ_DIM, t, true)?,
-            t_mlp_2: l.linear("t_embedder.mlp.2", t, t, true)?,
-            cap_norm: l.rms_norm("cap_embedder.0", c.cap_feat_dim, c.norm_eps)?,
-            cap_linear: l.linear("cap_embedder.1", c.cap_feat_dim, d, true)?,
-            context_refiner: blocks("context_refiner", c.num_refiner_layers, false)?,
-            noise_refiner: blocks("noise_refiner", c.num_refiner_layers, true)?,
-            layers: blocks("layers", c.num_layers, true)?,
-            final_ada_ln: l.linear("final_layer.adaLN_modulation.1", t, d, true)?,
-            final_linear: l.linear("final_layer.linear", d, p2c, true)?,
-            config: c,
-            dtype,
-        })
+        config
+            .init(device)
+            .load_weights(&weights, layout, dtype, device)
+    }
+
+    /// Fills this model's parameters from `weights` (named in `layout`), kept and computed in
+    /// `dtype` (see [`NextDit::from_weights_as`]).
+    pub fn load_weights(
+        self,
+        weights: &Weights<'_>,
+        layout: Layout,
+        dtype: FloatDType,
+        device: &B::Device,
+    ) -> Result<Self, NextDitError> {
+        check_dtype::<B>(dtype, device)?;
+        let model = load_module(self, weights, |path, shape| {
+            Ok(source(path, shape, layout, dtype))
+        })?;
+        Ok(Self { dtype, ..model })
     }
 
     /// The compute dtype.
@@ -183,12 +271,16 @@ impl<B: Backend> NextDit<B> {
         let n_img = hp * wp;
 
         // Timestep and caption embeddings.
-        let temb = self.t_mlp_2.forward(silu(
-            self.t_mlp_0
+        let temb = self.t_embedder.mlp_2.forward(silu(
+            self.t_embedder
+                .mlp_0
                 .forward(timestep_features::<B>(t, &device).cast(dt)),
         ));
         let silu_temb = silu(temb);
-        let cap = self.cap_linear.forward(self.cap_norm.forward(cap.cast(dt)));
+        let cap = self
+            .cap_embedder
+            .linear
+            .forward(self.cap_embedder.norm.forward(cap.cast(dt)));
         let mut record = |name: String, v: &Tensor<B, 3>| {
             if let Some(tr) = trace.as_deref_mut() {
                 tr.push((name, v.clone().cast(FloatDType::F32)));
@@ -268,9 +360,14 @@ impl<B: Backend> NextDit<B> {
         let centred = joint - mean;
         let var = centred.clone().square().mean_dim(2);
         let normed = (centred / var.add_scalar(1e-6).sqrt()).cast(dt);
-        let scale: Tensor<B, 3> = self.final_ada_ln.forward(silu_temb).unsqueeze_dim(1);
+        let scale: Tensor<B, 3> = self
+            .final_layer
+            .ada_ln_modulation
+            .forward(silu_temb)
+            .unsqueeze_dim(1);
         let y = self
-            .final_linear
+            .final_layer
+            .linear
             .forward(normed * scale.add_scalar(1.0))
             .cast(FloatDType::F32);
 
@@ -328,6 +425,22 @@ impl<B: Backend> NextDit<B> {
         }
         Ok(())
     }
+}
+
+/// Refuses compute dtypes other than f32/bf16/f16, and those the device lacks.
+fn check_dtype<B: Backend>(dtype: FloatDType, device: &B::Device) -> Result<(), NextDitError> {
+    if !matches!(dtype, FloatDType::F32 | FloatDType::BF16 | FloatDType::F16) {
+        return Err(NextDitError::Unsupported(format!(
+            "compute dtype {dtype:?} (use F32, BF16 or F16)"
+        )));
+    }
+    if !B::supports_dtype(device, dtype.into()) {
+        return Err(NextDitError::Unsupported(format!(
+            "the {} backend cannot compute in {dtype:?} on this device",
+            B::name(device)
+        )));
+    }
+    Ok(())
 }
 
 /// Pads height and width circularly up to multiples of `p` (ComfyUI's handling of odd sizes).

@@ -392,3 +392,77 @@ fn half_precision_on_cuda() {
         &[(FloatDType::BF16, "bf16"), (FloatDType::F16, "f16")],
     );
 }
+
+/// A copy of the `test` fixture in f32 with `edit` applied to its (key, shape, values) list.
+fn edited_fixture(
+    name: &str,
+    edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>),
+) -> std::path::PathBuf {
+    let src = WeightFile::open(fixture("test_original_bf16.safetensors")).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = src
+        .keys()
+        .map(|k| {
+            let (v, s) = src.read_f32(k).unwrap();
+            (k.to_owned(), s, v)
+        })
+        .collect();
+    edit(&mut tensors);
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((k, s, _), b)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+            (k.clone(), view.unwrap())
+        })
+        .collect();
+    let path =
+        std::env::temp_dir().join(format!("sakiko-{name}-{}.safetensors", std::process::id()));
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    path
+}
+
+#[test]
+fn loading_names_the_missing_or_misshapen_tensor() {
+    let device = Default::default();
+    let config = NextDitConfig::from_file(fixture("test_diffusers/config.json")).unwrap();
+    let key = "model.diffusion_model.layers.1.feed_forward.w2.weight";
+    // Negative control: the unedited copy loads.
+    let same = edited_fixture("same", |_| {});
+    let file = WeightFile::open(&same).unwrap();
+    NextDit::<Flex>::from_weights(&file, Some(config.clone()), &device).expect("loads");
+
+    let missing = edited_fixture("missing", |t| t.retain(|(k, _, _)| k != key));
+    let file = WeightFile::open(&missing).unwrap();
+    let err = NextDit::<Flex>::from_weights(&file, Some(config.clone()), &device).unwrap_err();
+    assert!(
+        err.to_string().contains(&format!("missing tensor `{key}`")),
+        "{err}"
+    );
+
+    let misshapen = edited_fixture("misshapen", |t| {
+        let (_, shape, values) = t.iter_mut().find(|(k, _, _)| k == key).unwrap();
+        shape[1] -= 1;
+        values.truncate(shape.iter().product());
+    });
+    let file = WeightFile::open(&misshapen).unwrap();
+    let want = config
+        .tensor_shapes()
+        .into_iter()
+        .find(|(k, _)| k == &key["model.diffusion_model.".len()..]);
+    let (_, want) = want.expect("listed");
+    let err = NextDit::<Flex>::from_weights(&file, Some(config), &device).unwrap_err();
+    let mut found = want.clone();
+    found[1] -= 1;
+    assert!(
+        err.to_string()
+            .contains(&format!("`{key}` has shape {found:?}, expected {want:?}")),
+        "{err}"
+    );
+    for p in [same, missing, misshapen] {
+        std::fs::remove_file(p).ok();
+    }
+}
