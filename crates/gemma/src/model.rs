@@ -2,11 +2,14 @@
 
 use std::path::Path;
 
-use burn::nn::Linear;
+use std::sync::Arc;
+
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
-use sakiko_weights::{StoredDtype, WeightError, WeightFile, Weights};
+use burn::tensor::{Bool, FloatDType, Tensor, TensorData, backend::Backend};
+use sakiko_weights::{ParamSource, StoredDtype, WeightError, WeightFile, Weights, load_module};
 
 use crate::{EncoderOptions, Gemma2Config};
 
@@ -38,77 +41,97 @@ pub enum GemmaError {
 
 /// The embedding table, kept on the host in its stored precision (1.2 GB in fp16 for 2B, instead
 /// of 2.4 GB in f32; less for fp8 or GGUF blocks); only the rows of the prompt's tokens are
-/// converted.
+/// converted. Before loading, rows are random values made on demand (no table is held).
 #[derive(Debug)]
-struct Embedding {
-    bytes: Vec<u8>,
-    dtype: StoredDtype,
-    /// Bytes per row (a whole number of blocks: checked at load).
-    row_bytes: usize,
-    /// The fp8 layer scale, if any.
-    scale: Option<f32>,
+enum Embedding {
+    Stored {
+        bytes: Vec<u8>,
+        dtype: StoredDtype,
+        /// Bytes per row (a whole number of blocks: checked at load).
+        row_bytes: usize,
+        /// The fp8 layer scale, if any.
+        scale: Option<f32>,
+    },
+    Random {
+        dim: usize,
+    },
 }
 
 impl Embedding {
     fn row(&self, id: usize, out: &mut Vec<f32>) {
-        let row = &self.bytes[id * self.row_bytes..(id + 1) * self.row_bytes];
-        let start = out.len();
-        // The dtype was checked when the table was loaded, so decoding cannot fail here.
-        let _ = sakiko_weights::decode_f32(row, self.dtype, out);
-        if let Some(scale) = self.scale {
-            out[start..].iter_mut().for_each(|v| *v *= scale);
+        match self {
+            Self::Stored {
+                bytes,
+                dtype,
+                row_bytes,
+                scale,
+            } => {
+                let row = &bytes[id * row_bytes..(id + 1) * row_bytes];
+                let start = out.len();
+                // The dtype was checked when the table was loaded, so decoding cannot fail here.
+                let _ = sakiko_weights::decode_f32(row, *dtype, out);
+                if let Some(scale) = scale {
+                    out[start..].iter_mut().for_each(|v| *v *= scale);
+                }
+            }
+            Self::Random { dim } => {
+                let mut state = (id as u32).wrapping_mul(2_654_435_761) | 1;
+                out.extend((0..*dim).map(|_| {
+                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    ((state >> 9) as f32 / (1 << 23) as f32 - 0.5) * 0.04
+                }));
+            }
         }
     }
 }
 
 /// Gemma's RMSNorm: `x · rsqrt(mean(x²) + eps) · (1 + w)`.
-#[derive(Debug)]
+#[derive(Module, Debug)]
 struct Norm<B: Backend> {
-    one_plus_weight: Tensor<B, 1>,
+    weight: Param<Tensor<B, 1>>,
     eps: f64,
 }
 
 impl<B: Backend> Norm<B> {
-    fn load(
-        w: &Weights<'_>,
-        name: &str,
-        dim: usize,
-        eps: f64,
-        device: &B::Device,
-    ) -> Result<Self, GemmaError> {
-        let weight: Tensor<B, 1> = w.tensor(&format!("{name}.weight"), [dim], device)?;
-        Ok(Self {
-            one_plus_weight: weight.add_scalar(1.0),
+    fn init(dim: usize, eps: f64, device: &B::Device) -> Self {
+        Self {
+            weight: Initializer::Zeros.init([dim], device),
             eps,
-        })
+        }
     }
 
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         let rms = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
-        (x / rms) * self.one_plus_weight.clone().unsqueeze()
+        (x / rms) * self.weight.val().add_scalar(1.0).unsqueeze()
     }
 }
 
-fn linear<B: Backend>(
-    w: &Weights<'_>,
-    name: &str,
-    d_in: usize,
-    d_out: usize,
-    device: &B::Device,
-) -> Result<Linear<B>, GemmaError> {
-    let weight: Tensor<B, 2> = w.tensor(&format!("{name}.weight"), [d_out, d_in], device)?;
-    Ok(sakiko_ops::linear(weight, None))
+fn linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
+    LinearConfig::new(d_in, d_out).with_bias(false).init(device)
 }
 
-#[derive(Debug)]
-struct Layer<B: Backend> {
+/// `self_attn`: grouped-query attention projections.
+#[derive(Module, Debug)]
+struct SelfAttention<B: Backend> {
     q_proj: Linear<B>,
     k_proj: Linear<B>,
     v_proj: Linear<B>,
     o_proj: Linear<B>,
+}
+
+/// `mlp`: the gated GELU feed-forward.
+#[derive(Module, Debug)]
+struct Mlp<B: Backend> {
     gate_proj: Linear<B>,
     up_proj: Linear<B>,
     down_proj: Linear<B>,
+}
+
+/// One decoder layer, with Gemma-2's four norms.
+#[derive(Module, Debug)]
+struct Layer<B: Backend> {
+    self_attn: SelfAttention<B>,
+    mlp: Mlp<B>,
     input_layernorm: Norm<B>,
     post_attention_layernorm: Norm<B>,
     pre_feedforward_layernorm: Norm<B>,
@@ -132,13 +155,70 @@ impl<B: Backend> Hidden<B> {
     }
 }
 
-/// The Gemma-2 encoder.
-#[derive(Debug)]
+/// The Gemma-2 encoder: a Burn module whose parameter paths are the Hugging Face key names
+/// (`layers.0.self_attn.q_proj.weight`); the embedding table stays on the host, outside the
+/// module, in its stored precision.
+///
+/// ```
+/// use burn::backend::Flex;
+/// use sakiko_gemma::{EncoderOptions, Gemma2, Gemma2Config};
+///
+/// let config = Gemma2Config { vocab_size: 64, hidden_size: 16, intermediate_size: 32,
+///     num_hidden_layers: 2, num_attention_heads: 2, num_key_value_heads: 1, head_dim: 8,
+///     query_pre_attn_scalar: 8.0, ..Gemma2Config::gemma_2_2b() };
+/// // Random weights (`Gemma2::load` fills them from a checkpoint instead).
+/// let model: Gemma2<Flex> = config.init(&Default::default());
+/// let hidden = model.forward(&[vec![2, 5, 9]], EncoderOptions::default(), &Default::default())?;
+/// assert_eq!(hidden.conditioning().dims(), [1, 3, 16]);
+/// # Ok::<(), sakiko_gemma::GemmaError>(())
+/// ```
+#[derive(Module, Debug)]
 pub struct Gemma2<B: Backend> {
-    embed_tokens: Embedding,
+    #[module(skip)]
+    embed_tokens: Arc<Embedding>,
     layers: Vec<Layer<B>>,
     norm: Norm<B>,
+    #[module(skip)]
     config: Gemma2Config,
+}
+
+impl Gemma2Config {
+    /// The encoder with this configuration and random weights (lazily made: loading replaces
+    /// them without ever allocating them).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Gemma2<B> {
+        let (h, hd, i, eps) = (
+            self.hidden_size,
+            self.head_dim,
+            self.intermediate_size,
+            self.rms_norm_eps,
+        );
+        let (q, kv) = (self.num_attention_heads * hd, self.num_key_value_heads * hd);
+        let layers = (0..self.num_hidden_layers)
+            .map(|_| Layer {
+                self_attn: SelfAttention {
+                    q_proj: linear(h, q, device),
+                    k_proj: linear(h, kv, device),
+                    v_proj: linear(h, kv, device),
+                    o_proj: linear(q, h, device),
+                },
+                mlp: Mlp {
+                    gate_proj: linear(h, i, device),
+                    up_proj: linear(h, i, device),
+                    down_proj: linear(i, h, device),
+                },
+                input_layernorm: Norm::init(h, eps, device),
+                post_attention_layernorm: Norm::init(h, eps, device),
+                pre_feedforward_layernorm: Norm::init(h, eps, device),
+                post_feedforward_layernorm: Norm::init(h, eps, device),
+            })
+            .collect();
+        Gemma2 {
+            embed_tokens: Arc::new(Embedding::Random { dim: h }),
+            layers,
+            norm: Norm::init(h, eps, device),
+            config: self.clone(),
+        }
+    }
 }
 
 impl<B: Backend> Gemma2<B> {
@@ -180,14 +260,20 @@ impl<B: Backend> Gemma2<B> {
             None => detect_config(&w),
         };
         c.validate()?;
-        let (h, hd, i) = (c.hidden_size, c.head_dim, c.intermediate_size);
+        c.init(device).load_weights(&w)
+    }
+
+    /// Fills this encoder's parameters and embedding table from `weights` (Hugging Face names).
+    pub fn load_weights(self, w: &Weights<'_>) -> Result<Self, GemmaError> {
+        let c = &self.config;
+        let file = w.file();
         let key = w.key("embed_tokens.weight");
         let found = file.shape(&key).map(<[usize]>::to_vec).unwrap_or_default();
-        if found != [c.vocab_size, h] {
+        if found != [c.vocab_size, c.hidden_size] {
             return Err(WeightError::Shape {
                 path: file.path().to_path_buf(),
                 key,
-                expected: vec![c.vocab_size, h],
+                expected: vec![c.vocab_size, c.hidden_size],
                 found,
             }
             .into());
@@ -195,7 +281,7 @@ impl<B: Backend> Gemma2<B> {
         let dtype = file
             .dtype(&key)
             .unwrap_or(StoredDtype::Safetensors(safetensors::Dtype::F32));
-        let row_bytes = dtype.size_of(h).filter(|_| dtype.is_float());
+        let row_bytes = dtype.size_of(c.hidden_size).filter(|_| dtype.is_float());
         let Some(row_bytes) = row_bytes else {
             return Err(WeightError::Dtype {
                 path: file.path().to_path_buf(),
@@ -209,60 +295,22 @@ impl<B: Backend> Gemma2<B> {
         } else {
             None
         };
-        let embed_tokens = Embedding {
+        let embed_tokens = Embedding::Stored {
             bytes: file.read_bytes(&key)?,
             dtype,
             row_bytes,
             scale,
         };
-        let layers = (0..c.num_hidden_layers)
-            .map(|n| {
-                let l = w.scope(&format!("layers.{n}"));
-                let norm = |name: &str| Norm::load(&l, name, h, c.rms_norm_eps, device);
-                Ok(Layer {
-                    q_proj: linear(
-                        &l,
-                        "self_attn.q_proj",
-                        h,
-                        c.num_attention_heads * hd,
-                        device,
-                    )?,
-                    k_proj: linear(
-                        &l,
-                        "self_attn.k_proj",
-                        h,
-                        c.num_key_value_heads * hd,
-                        device,
-                    )?,
-                    v_proj: linear(
-                        &l,
-                        "self_attn.v_proj",
-                        h,
-                        c.num_key_value_heads * hd,
-                        device,
-                    )?,
-                    o_proj: linear(
-                        &l,
-                        "self_attn.o_proj",
-                        c.num_attention_heads * hd,
-                        h,
-                        device,
-                    )?,
-                    gate_proj: linear(&l, "mlp.gate_proj", h, i, device)?,
-                    up_proj: linear(&l, "mlp.up_proj", h, i, device)?,
-                    down_proj: linear(&l, "mlp.down_proj", i, h, device)?,
-                    input_layernorm: norm("input_layernorm")?,
-                    post_attention_layernorm: norm("post_attention_layernorm")?,
-                    pre_feedforward_layernorm: norm("pre_feedforward_layernorm")?,
-                    post_feedforward_layernorm: norm("post_feedforward_layernorm")?,
-                })
+        let model = load_module(self, w, |path, shape| {
+            // Every 2-D parameter is a linear weight, stored [out, in].
+            Ok(ParamSource {
+                transpose: shape.len() == 2,
+                ..ParamSource::tensor(path, FloatDType::F32)
             })
-            .collect::<Result<Vec<_>, GemmaError>>()?;
+        })?;
         Ok(Self {
-            embed_tokens,
-            layers,
-            norm: Norm::load(&w, "norm", h, c.rms_norm_eps, device)?,
-            config: c,
+            embed_tokens: Arc::new(embed_tokens),
+            ..model
         })
     }
 
@@ -364,7 +412,7 @@ impl<B: Backend> Gemma2<B> {
         let split = |t: Tensor<B, 3>, n: usize| -> Tensor<B, 4> {
             t.reshape([b, l, n, hd]).swap_dims(1, 2)
         };
-        let q = rotate(split(layer.q_proj.forward(u.clone()), heads));
+        let q = rotate(split(layer.self_attn.q_proj.forward(u.clone()), heads));
         let repeat = |t: Tensor<B, 4>| -> Tensor<B, 4> {
             if heads == kv {
                 return t;
@@ -372,8 +420,8 @@ impl<B: Backend> Gemma2<B> {
             let t: Tensor<B, 5> = t.unsqueeze_dim(2);
             t.repeat_dim(2, heads / kv).reshape([b, heads, l, hd])
         };
-        let k = repeat(rotate(split(layer.k_proj.forward(u.clone()), kv)));
-        let v = repeat(split(layer.v_proj.forward(u), kv));
+        let k = repeat(rotate(split(layer.self_attn.k_proj.forward(u.clone()), kv)));
+        let v = repeat(split(layer.self_attn.v_proj.forward(u), kv));
         let options = AttentionModuleOptions {
             scale: Some(c.query_pre_attn_scalar.powf(-0.5)),
             softcap,
@@ -384,11 +432,11 @@ impl<B: Backend> Gemma2<B> {
             .reshape([b, l, heads * hd]);
         let x = x + layer
             .post_attention_layernorm
-            .forward(layer.o_proj.forward(a));
+            .forward(layer.self_attn.o_proj.forward(a));
         let u = layer.pre_feedforward_layernorm.forward(x.clone());
-        let f = layer
-            .down_proj
-            .forward(gelu_tanh(layer.gate_proj.forward(u.clone())) * layer.up_proj.forward(u));
+        let f = layer.mlp.down_proj.forward(
+            gelu_tanh(layer.mlp.gate_proj.forward(u.clone())) * layer.mlp.up_proj.forward(u),
+        );
         x + layer.post_feedforward_layernorm.forward(f)
     }
 }
