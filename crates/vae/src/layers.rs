@@ -1,16 +1,13 @@
-//! The building blocks, loaded from either key layout.
+//! The building blocks, and the key layouts they are loaded from.
 //!
 //! Names inside this crate are the BFL / ComfyUI ones (`decoder.up.1.block.0.nin_shortcut`);
 //! [`Layout::Diffusers`] translates each to diffusers' (`decoder.up_blocks.2.resnets.0.conv_shortcut`).
 
-use burn::module::{Module, Param};
-use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, Linear, PaddingConfig2d};
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, backend::Backend};
-use sakiko_weights::Weights;
-
-use crate::VaeError;
 
 /// The key naming of a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,87 +93,36 @@ fn join(mut out: Vec<String>, rest: &[&str]) -> String {
     out.join(".")
 }
 
-/// Reads modules from weights in either layout.
-pub(crate) struct Loader<'a, B: Backend> {
-    pub weights: Weights<'a>,
-    pub layout: Layout,
-    pub levels: usize,
-    pub groups: usize,
-    pub device: &'a B::Device,
+/// A `k×k` convolution with bias.
+pub(crate) fn conv<B: Backend>(
+    [c_in, c_out]: [usize; 2],
+    kernel: usize,
+    stride: usize,
+    padding: PaddingConfig2d,
+    device: &B::Device,
+) -> Conv2d<B> {
+    Conv2dConfig::new([c_in, c_out], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(padding)
+        .init(device)
 }
 
-impl<B: Backend> Loader<'_, B> {
-    fn key(&self, name: &str) -> String {
-        self.layout.key(name, self.levels)
-    }
+/// A 3×3 convolution with padding 1.
+pub(crate) fn conv3<B: Backend>(channels: [usize; 2], device: &B::Device) -> Conv2d<B> {
+    conv(
+        channels,
+        3,
+        1,
+        PaddingConfig2d::Explicit(1, 1, 1, 1),
+        device,
+    )
+}
 
-    fn bias(&self, name: &str, channels: usize) -> Result<Tensor<B, 1>, VaeError> {
-        Ok(self
-            .weights
-            .tensor(&self.key(&format!("{name}.bias")), [channels], self.device)?)
-    }
-
-    /// A `k×k` convolution with bias.
-    pub fn conv(
-        &self,
-        name: &str,
-        [c_in, c_out]: [usize; 2],
-        kernel: usize,
-        stride: usize,
-        padding: PaddingConfig2d,
-    ) -> Result<Conv2d<B>, VaeError> {
-        let weight = self.weights.tensor(
-            &self.key(&format!("{name}.weight")),
-            [c_out, c_in, kernel, kernel],
-            self.device,
-        )?;
-        Ok(Conv2d {
-            weight: Param::from_tensor(weight),
-            bias: Some(Param::from_tensor(self.bias(name, c_out)?)),
-            stride: [stride, stride],
-            kernel_size: [kernel, kernel],
-            dilation: [1, 1],
-            groups: 1,
-            padding,
-        })
-    }
-
-    /// A 3×3 convolution with padding 1.
-    pub fn conv3(&self, name: &str, channels: [usize; 2]) -> Result<Conv2d<B>, VaeError> {
-        self.conv(name, channels, 3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1))
-    }
-
-    /// GroupNorm(groups, eps 1e-6, affine).
-    pub fn norm(&self, name: &str, channels: usize) -> Result<GroupNorm<B>, VaeError> {
-        let gamma = self.weights.tensor(
-            &self.key(&format!("{name}.weight")),
-            [channels],
-            self.device,
-        )?;
-        Ok(GroupNorm {
-            gamma: Some(Param::from_tensor(gamma)),
-            beta: Some(Param::from_tensor(self.bias(name, channels)?)),
-            num_groups: self.groups,
-            num_channels: channels,
-            epsilon: 1e-6,
-            affine: true,
-        })
-    }
-
-    /// A 1×1 convolution (BFL, `[C, C, 1, 1]`) or linear layer (diffusers, `[C, C]`) as a Linear.
-    pub fn pointwise(&self, name: &str, channels: usize) -> Result<Linear<B>, VaeError> {
-        let stored: &[usize] = match self.layout {
-            Layout::Bfl => &[channels, channels, 1, 1],
-            Layout::Diffusers => &[channels, channels],
-        };
-        let weight: Tensor<B, 2> = self.weights.tensor_reshaped(
-            &self.key(&format!("{name}.weight")),
-            [channels, channels],
-            stored,
-            self.device,
-        )?;
-        Ok(sakiko_ops::linear(weight, Some(self.bias(name, channels)?)))
-    }
+/// GroupNorm(groups, eps 1e-6, affine).
+pub(crate) fn norm<B: Backend>(groups: usize, channels: usize, device: &B::Device) -> GroupNorm<B> {
+    GroupNormConfig::new(groups, channels)
+        .with_epsilon(1e-6)
+        .init(device)
 }
 
 /// `conv2(silu(norm2(conv1(silu(norm1(x)))))) + shortcut(x)`.
@@ -190,30 +136,15 @@ pub struct ResnetBlock<B: Backend> {
 }
 
 impl<B: Backend> ResnetBlock<B> {
-    pub(crate) fn load(
-        l: &Loader<'_, B>,
-        name: &str,
-        c_in: usize,
-        c_out: usize,
-    ) -> Result<Self, VaeError> {
-        let nin_shortcut = if c_in != c_out {
-            Some(l.conv(
-                &format!("{name}.nin_shortcut"),
-                [c_in, c_out],
-                1,
-                1,
-                PaddingConfig2d::Valid,
-            )?)
-        } else {
-            None
-        };
-        Ok(Self {
-            norm1: l.norm(&format!("{name}.norm1"), c_in)?,
-            conv1: l.conv3(&format!("{name}.conv1"), [c_in, c_out])?,
-            norm2: l.norm(&format!("{name}.norm2"), c_out)?,
-            conv2: l.conv3(&format!("{name}.conv2"), [c_out, c_out])?,
-            nin_shortcut,
-        })
+    pub(crate) fn init(c_in: usize, c_out: usize, groups: usize, device: &B::Device) -> Self {
+        Self {
+            norm1: norm(groups, c_in, device),
+            conv1: conv3([c_in, c_out], device),
+            norm2: norm(groups, c_out, device),
+            conv2: conv3([c_out, c_out], device),
+            nin_shortcut: (c_in != c_out)
+                .then(|| conv([c_in, c_out], 1, 1, PaddingConfig2d::Valid, device)),
+        }
     }
 
     /// Applies the block.
@@ -239,14 +170,16 @@ pub struct AttnBlock<B: Backend> {
 }
 
 impl<B: Backend> AttnBlock<B> {
-    pub(crate) fn load(l: &Loader<'_, B>, name: &str, channels: usize) -> Result<Self, VaeError> {
-        Ok(Self {
-            norm: l.norm(&format!("{name}.norm"), channels)?,
-            q: l.pointwise(&format!("{name}.q"), channels)?,
-            k: l.pointwise(&format!("{name}.k"), channels)?,
-            v: l.pointwise(&format!("{name}.v"), channels)?,
-            proj_out: l.pointwise(&format!("{name}.proj_out"), channels)?,
-        })
+    pub(crate) fn init(channels: usize, groups: usize, device: &B::Device) -> Self {
+        // BFL stores these as 1×1 convolutions; they run as linear layers over the pixels.
+        let pointwise = || LinearConfig::new(channels, channels).init(device);
+        Self {
+            norm: norm(groups, channels, device),
+            q: pointwise(),
+            k: pointwise(),
+            v: pointwise(),
+            proj_out: pointwise(),
+        }
     }
 
     /// Applies the block.

@@ -6,10 +6,10 @@ use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, PaddingConfig2d};
 use burn::tensor::activation::silu;
-use burn::tensor::{Tensor, backend::Backend};
-use sakiko_weights::{WeightFile, Weights};
+use burn::tensor::{FloatDType, Tensor, backend::Backend};
+use sakiko_weights::{ParamSource, WeightFile, Weights, load_module};
 
-use crate::layers::{AttnBlock, Layout, Loader, ResnetBlock, upsample_nearest2x};
+use crate::layers::{AttnBlock, Layout, ResnetBlock, conv, conv3, norm, upsample_nearest2x};
 use crate::{VaeConfig, VaeError};
 
 /// Prefixes under which checkpoints store the autoencoder.
@@ -24,21 +24,12 @@ pub struct MidBlock<B: Backend> {
 }
 
 impl<B: Backend> MidBlock<B> {
-    fn load(
-        l: &Loader<'_, B>,
-        side: &str,
-        channels: usize,
-        attention: bool,
-    ) -> Result<Self, VaeError> {
-        Ok(Self {
-            block_1: ResnetBlock::load(l, &format!("{side}.mid.block_1"), channels, channels)?,
-            attn_1: if attention {
-                Some(AttnBlock::load(l, &format!("{side}.mid.attn_1"), channels)?)
-            } else {
-                None
-            },
-            block_2: ResnetBlock::load(l, &format!("{side}.mid.block_2"), channels, channels)?,
-        })
+    fn init(channels: usize, attention: bool, groups: usize, device: &B::Device) -> Self {
+        Self {
+            block_1: ResnetBlock::init(channels, channels, groups, device),
+            attn_1: attention.then(|| AttnBlock::init(channels, groups, device)),
+            block_2: ResnetBlock::init(channels, channels, groups, device),
+        }
     }
 
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -70,46 +61,33 @@ pub struct Encoder<B: Backend> {
 }
 
 impl<B: Backend> Encoder<B> {
-    fn load(l: &Loader<'_, B>, c: &VaeConfig) -> Result<Self, VaeError> {
-        let ch = &c.block_out_channels;
+    fn init(c: &VaeConfig, device: &B::Device) -> Self {
+        let (ch, g) = (&c.block_out_channels, c.norm_num_groups);
         let mut down = Vec::with_capacity(ch.len());
         let mut c_in = ch[0];
         for (i, &c_out) in ch.iter().enumerate() {
             let mut block = Vec::with_capacity(c.layers_per_block);
             for j in 0..c.layers_per_block {
                 let from = if j == 0 { c_in } else { c_out };
-                block.push(ResnetBlock::load(
-                    l,
-                    &format!("encoder.down.{i}.block.{j}"),
-                    from,
-                    c_out,
-                )?);
+                block.push(ResnetBlock::init(from, c_out, g, device));
             }
             // The last level keeps its resolution; the others halve it, padding right/bottom only.
-            let resample = if i + 1 < ch.len() {
+            let resample = (i + 1 < ch.len()).then(|| {
                 let pad = PaddingConfig2d::Explicit(0, 0, 1, 1);
-                Some(l.conv(
-                    &format!("encoder.down.{i}.downsample.conv"),
-                    [c_out, c_out],
-                    3,
-                    2,
-                    pad,
-                )?)
-            } else {
-                None
-            };
+                conv([c_out, c_out], 3, 2, pad, device)
+            });
             down.push(Level { block, resample });
             c_in = c_out;
         }
         let top = *ch.last().unwrap_or(&c_in);
-        Ok(Self {
-            conv_in: l.conv3("encoder.conv_in", [c.in_channels, ch[0]])?,
+        Self {
+            conv_in: conv3([c.in_channels, ch[0]], device),
             down,
-            mid: MidBlock::load(l, "encoder", top, c.mid_block_add_attention)?,
-            norm_out: l.norm("encoder.norm_out", top)?,
-            conv_out: l.conv3("encoder.conv_out", [top, 2 * c.latent_channels])?,
+            mid: MidBlock::init(top, c.mid_block_add_attention, g, device),
+            norm_out: norm(g, top, device),
+            conv_out: conv3([top, 2 * c.latent_channels], device),
             latent_channels: c.latent_channels,
-        })
+        }
     }
 
     /// The mean of the latent distribution (what ComfyUI and diffusers' `mode()` return).
@@ -141,8 +119,8 @@ pub struct Decoder<B: Backend> {
 }
 
 impl<B: Backend> Decoder<B> {
-    fn load(l: &Loader<'_, B>, c: &VaeConfig) -> Result<Self, VaeError> {
-        let ch = &c.block_out_channels;
+    fn init(c: &VaeConfig, device: &B::Device) -> Self {
+        let (ch, g) = (&c.block_out_channels, c.norm_num_groups);
         let top = *ch.last().unwrap_or(&ch[0]);
         let mut up = Vec::with_capacity(ch.len());
         for (b, &c_out) in ch.iter().enumerate() {
@@ -151,27 +129,18 @@ impl<B: Backend> Decoder<B> {
             let mut block = Vec::with_capacity(c.layers_per_block + 1);
             for j in 0..=c.layers_per_block {
                 let from = if j == 0 { c_in } else { c_out };
-                block.push(ResnetBlock::load(
-                    l,
-                    &format!("decoder.up.{b}.block.{j}"),
-                    from,
-                    c_out,
-                )?);
+                block.push(ResnetBlock::init(from, c_out, g, device));
             }
-            let resample = if b > 0 {
-                Some(l.conv3(&format!("decoder.up.{b}.upsample.conv"), [c_out, c_out])?)
-            } else {
-                None
-            };
+            let resample = (b > 0).then(|| conv3([c_out, c_out], device));
             up.push(Level { block, resample });
         }
-        Ok(Self {
-            conv_in: l.conv3("decoder.conv_in", [c.latent_channels, top])?,
-            mid: MidBlock::load(l, "decoder", top, c.mid_block_add_attention)?,
+        Self {
+            conv_in: conv3([c.latent_channels, top], device),
+            mid: MidBlock::init(top, c.mid_block_add_attention, g, device),
             up,
-            norm_out: l.norm("decoder.norm_out", ch[0])?,
-            conv_out: l.conv3("decoder.conv_out", [ch[0], c.out_channels])?,
-        })
+            norm_out: norm(g, ch[0], device),
+            conv_out: conv3([ch[0], c.out_channels], device),
+        }
     }
 
     /// Decodes VAE-space latents.
@@ -203,13 +172,67 @@ impl<B: Backend> Decoder<B> {
 /// let pngs = sakiko_vae::to_rgb8(image);
 /// # Ok::<(), sakiko_vae::VaeError>(())
 /// ```
-#[derive(Debug)]
+#[derive(Module, Debug)]
 pub struct Vae<B: Backend> {
     /// The encoder.
     pub encoder: Encoder<B>,
     /// The decoder.
     pub decoder: Decoder<B>,
+    #[module(skip)]
     config: VaeConfig,
+}
+
+impl VaeConfig {
+    /// The autoencoder with this configuration and random weights (lazily made: loading
+    /// replaces them without ever allocating them). Parameter paths are the BFL key names
+    /// (`decoder.up.0.block.1.conv1.weight`), but GroupNorm's `gamma` / `beta` for `weight` /
+    /// `bias` and a level's `resample` for its `downsample.conv` / `upsample.conv`.
+    ///
+    /// ```
+    /// use burn::backend::Flex;
+    /// use sakiko_vae::{Vae, VaeConfig};
+    ///
+    /// let config = VaeConfig { block_out_channels: vec![8, 8], layers_per_block: 1,
+    ///     norm_num_groups: 4, ..VaeConfig::flux() };
+    /// let vae: Vae<Flex> = config.init(&Default::default());
+    /// let image = vae.decode(burn::tensor::Tensor::zeros([1, 16, 4, 4], &Default::default()))?;
+    /// assert_eq!(image.dims(), [1, 3, 8, 8]);
+    /// # Ok::<(), sakiko_vae::VaeError>(())
+    /// ```
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Vae<B> {
+        Vae {
+            encoder: Encoder::init(self, device),
+            decoder: Decoder::init(self, device),
+            config: self.clone(),
+        }
+    }
+}
+
+/// The BFL key of module path `path`.
+fn bfl_key(path: &str) -> String {
+    // Encoder levels downsample, decoder levels upsample.
+    let resample = if path.starts_with("encoder.") {
+        ".downsample.conv."
+    } else {
+        ".upsample.conv."
+    };
+    path.replace(".gamma", ".weight")
+        .replace(".beta", ".bias")
+        .replace(".resample.", resample)
+}
+
+/// Where `layout` stores the parameter at module path `path` of shape `shape`.
+fn source(path: &str, shape: &[usize], layout: Layout, levels: usize) -> ParamSource {
+    let key = layout.key(&bfl_key(path), levels);
+    let mut source = ParamSource::tensor(key, FloatDType::F32);
+    // The attention projections are linear layers here, 1×1 convolutions in BFL files.
+    if shape.len() == 2 {
+        source.transpose = true;
+        if layout == Layout::Bfl {
+            source.stored_shape = Some(vec![shape[1], shape[0], 1, 1]);
+        }
+    }
+    source
 }
 
 impl<B: Backend> Vae<B> {
@@ -241,18 +264,15 @@ impl<B: Backend> Vae<B> {
             }
             None => detect_config(&weights, layout)?,
         };
-        let loader = Loader {
-            weights,
-            layout,
-            levels: config.block_out_channels.len(),
-            groups: config.norm_num_groups,
-            device,
-        };
-        Ok(Self {
-            encoder: Encoder::load(&loader, &config)?,
-            decoder: Decoder::load(&loader, &config)?,
-            config,
-        })
+        config.init(device).load_weights(&weights, layout)
+    }
+
+    /// Fills this autoencoder's parameters from `weights` (named in `layout`).
+    pub fn load_weights(self, weights: &Weights<'_>, layout: Layout) -> Result<Self, VaeError> {
+        let levels = self.config.block_out_channels.len();
+        Ok(load_module(self, weights, |path, shape| {
+            Ok(source(path, shape, layout, levels))
+        })?)
     }
 
     /// The configuration.
