@@ -72,6 +72,16 @@ def main():
             io[f"{variant}/single/hidden{j}"] = h
         for j, h in enumerate(batch):
             io[f"{variant}/batch/hidden{j}"] = h
+    # transformers' own half-precision runs (weights and activations in the dtype, norms in f32),
+    # the error our bf16 / f16 paths are held to.
+    for variant in ("plain", "both"):
+        for name, dtype in (("bf16", torch.bfloat16), ("f16", torch.float16)):
+            model, _ = model_for(variant, state)
+            model = model.to(dtype)
+            with torch.no_grad():
+                batch = model(ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            for j, h in enumerate(batch):
+                io[f"{variant}/{name}/batch/hidden{j}"] = h.to(torch.float32)
     save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(OUT, "io.safetensors"),
               metadata={"torch": torch.__version__, "transformers": transformers.__version__})
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in os.listdir(OUT))

@@ -6,7 +6,8 @@
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::silu;
-use burn::tensor::{DType, FloatDType, Tensor, backend::Backend};
+use burn::tensor::{FloatDType, Tensor, backend::Backend};
+use sakiko_ops::clamp_fp16;
 
 use crate::NextDitConfig;
 
@@ -97,16 +98,6 @@ impl<B: Backend> RmsNorm<B> {
             .sqrt();
         ((x / rms) * self.weight.val().unsqueeze()).cast(FloatDType::from(dtype))
     }
-}
-
-/// ComfyUI's `clamp_fp16`: in f16, infinities become ±65504 and NaN 0 (NextDiT's attention and
-/// SwiGLU outputs can exceed f16's range); other dtypes pass through.
-pub(crate) fn clamp_fp16<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    if x.dtype() != DType::F16 {
-        return x;
-    }
-    let nan = x.clone().is_nan();
-    x.clamp(-65504.0, 65504.0).mask_fill(nan, 0.0)
 }
 
 /// Rotary embedding tables for a batch of sequences: `cos`/`sin` shaped `[B, S, 1, head_dim/2]`.

@@ -13,15 +13,13 @@
 //! therefore hands the backend only contiguous tensors, never a mask, and queries padded to a
 //! multiple of [`QUERY_BLOCK`] rows.
 //!
-//! [`linear`] builds every linear layer from PyTorch's `[out, in]` weights as a row-major
-//! `[in, out]` tensor rather than a transposed view, which Burn 0.21's fusion multiplies wrongly
-//! in some calls (see there).
+//! [`clamp_fp16`] is ComfyUI's overflow guard for f16 activations. (Linear weights are loaded
+//! row-major `[in, out]` by `sakiko_weights::load_module`, never as transposed views, which Burn
+//! 0.21's fusion multiplies wrongly at one row: `tests/fusion.rs` shows both.)
 
-use burn::module::Param;
-use burn::nn::Linear;
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{DType, Tensor, backend::Backend};
 
 /// Query rows are padded to a multiple of this (the largest stage of cubek's flash kernels:
 /// 8 planes × 16 rows), so any kernel autotune has cached for a length bucket accepts the call.
@@ -131,18 +129,14 @@ fn grouped<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Ten
     o.narrow(2, 0, rows).reshape([b, h, s_q, d])
 }
 
-/// A Burn [`Linear`] from PyTorch-layout weights: `weight` `[out, in]` (as checkpoints store it)
-/// and `bias` `[out]`, stored as Burn's `[in, out]` in a fresh row-major layout.
-///
-/// Not as a transposed view: with `fusion` on, Burn 0.21 computes `x·Wᵀ + b` wrongly when `x` has
-/// a single row and `Wᵀ` is a view (the matmul with its fused bias epilogue; on wgpu, found by
-/// the NextDiT parity suite at batch 1, where the timestep MLP and adaLN run on one row;
-/// `tests/fusion.rs` shows it). A copy at load time also spares every matmul a strided read.
-pub fn linear<B: Backend>(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Linear<B> {
-    Linear {
-        weight: Param::from_tensor(contiguous(weight.transpose())),
-        bias: bias.map(Param::from_tensor),
+/// ComfyUI's `clamp_fp16`: in f16, infinities become ±65504 and NaN 0 (attention and
+/// feed-forward outputs can exceed f16's range); other dtypes pass through.
+pub fn clamp_fp16<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    if x.dtype() != DType::F16 {
+        return x;
     }
+    let nan = x.clone().is_nan();
+    x.clamp(-65504.0, 65504.0).mask_fill(nan, 0.0)
 }
 
 /// `x` with a fresh row-major layout: flattening cannot be a view of a transposed or sliced

@@ -1,22 +1,63 @@
-//! The fusion hazard behind [`sakiko_ops::linear`]: with `fusion` on, Burn 0.21 computes
-//! `x·Wᵀ + b` wrongly when `x` has one row and `Wᵀ` is a transposed view (matmul with a fused
-//! bias epilogue). Our linear layers store `W` row-major, which is right on every backend; the
-//! raw view is checked too, as the negative control that shows the guard is needed (on wgpu).
+//! The fusion hazard behind the layout `sakiko_weights::load_module` gives linear weights: with
+//! `fusion` on, Burn 0.21 computes `x·Wᵀ + b` wrongly when `x` has one row and `Wᵀ` is a
+//! transposed view (matmul with a fused bias epilogue). Loaded linear layers store `W` row-major,
+//! which is right on every backend; the raw view is checked too, as the negative control that
+//! shows the guard is needed (on wgpu).
 
-use burn::nn::Linear;
-use burn::tensor::backend::Backend;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{FloatDType, backend::Backend};
+use safetensors::tensor::TensorView;
+use sakiko_weights::{ParamSource, WeightFile, load_module};
 
 mod common;
 use common::tensor;
 
+/// A linear layer loaded as the models load theirs: `[out, in]` and `[out]` written to a
+/// safetensors file, read by `load_module` into a `LinearConfig::init` layer.
+fn loaded<B: Backend>(
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    [d_out, d_in]: [usize; 2],
+    dev: &B::Device,
+) -> Linear<B> {
+    let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let (w, b) = (bytes(&weight), bytes(&bias));
+    let views = [
+        (
+            "weight",
+            TensorView::new(safetensors::Dtype::F32, vec![d_out, d_in], &w).expect("view"),
+        ),
+        (
+            "bias",
+            TensorView::new(safetensors::Dtype::F32, vec![d_out], &b).expect("view"),
+        ),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("linear.safetensors");
+    safetensors::serialize_to_file(views, None, &path).expect("write");
+    let file = WeightFile::open(&path).expect("open");
+    let layer = LinearConfig::new(d_in, d_out).init(dev);
+    load_module(layer, &file.scope(""), |path, shape| {
+        Ok(if shape.len() == 2 {
+            ParamSource::linear_weight(path, FloatDType::F32)
+        } else {
+            ParamSource::tensor(path, FloatDType::F32)
+        })
+    })
+    .expect("load")
+}
+
 /// The timestep MLP's pattern: rows of 256 features through three biased linears, as NextDiT's
-/// `t_embedder` and adaLN run them; `guarded` builds the layers with `sakiko_ops::linear`.
+/// `t_embedder` and adaLN run them; `guarded` loads the layers as the models do.
 fn mlp<B: Backend>(rows: usize, guarded: bool, dev: &B::Device) -> Vec<f32> {
     let layer = |d_in: usize, d_out: usize, seed: u32| -> Linear<B> {
         let weight = tensor::<B, 2>([d_out, d_in], seed, dev);
         let bias = tensor::<B, 1>([d_out], seed + 1, dev);
         if guarded {
-            sakiko_ops::linear(weight, Some(bias))
+            let values =
+                |t: burn::tensor::Tensor<B, 2>| t.into_data().to_vec::<f32>().expect("f32");
+            let bias = bias.into_data().to_vec::<f32>().expect("f32");
+            loaded(values(weight), bias, [d_out, d_in], dev)
         } else {
             Linear {
                 weight: burn::module::Param::from_tensor(weight.transpose()),
