@@ -9,6 +9,7 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Tensor, TensorData, backend::Backend};
+use sakiko_ops::clamp_fp16;
 use sakiko_weights::{ParamSource, StoredDtype, WeightError, WeightFile, Weights, load_module};
 
 use crate::{EncoderOptions, Gemma2Config};
@@ -100,9 +101,13 @@ impl<B: Backend> Norm<B> {
         }
     }
 
+    /// Computed in f32 and returned in the input's dtype, as transformers does: in f16, mean(x²)
+    /// of Gemma's residual stream overflows.
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let dtype = x.dtype();
+        let x = x.cast(FloatDType::F32);
         let rms = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
-        (x / rms) * self.weight.val().add_scalar(1.0).unsqueeze()
+        ((x / rms) * self.weight.val().add_scalar(1.0).unsqueeze()).cast(FloatDType::from(dtype))
     }
 }
 
@@ -180,6 +185,8 @@ pub struct Gemma2<B: Backend> {
     norm: Norm<B>,
     #[module(skip)]
     config: Gemma2Config,
+    #[module(skip)]
+    dtype: FloatDType,
 }
 
 impl Gemma2Config {
@@ -217,6 +224,7 @@ impl Gemma2Config {
             layers,
             norm: Norm::init(h, eps, device),
             config: self.clone(),
+            dtype: FloatDType::F32,
         }
     }
 }
@@ -231,9 +239,19 @@ impl<B: Backend> Gemma2<B> {
         config: Option<Gemma2Config>,
         device: &B::Device,
     ) -> Result<Self, GemmaError> {
+        Self::load_as(path, config, FloatDType::F32, device)
+    }
+
+    /// [`Gemma2::load`] computing in `dtype` (see [`Gemma2::from_weights_as`]).
+    pub fn load_as(
+        path: impl AsRef<Path>,
+        config: Option<Gemma2Config>,
+        dtype: FloatDType,
+        device: &B::Device,
+    ) -> Result<Self, GemmaError> {
         let path = path.as_ref();
         if !path.is_dir() {
-            return Self::from_weights(&WeightFile::open_any(path)?, config, device);
+            return Self::from_weights_as(&WeightFile::open_any(path)?, config, dtype, device);
         }
         let config = match config {
             Some(c) => c,
@@ -245,26 +263,47 @@ impl<B: Backend> Gemma2<B> {
         } else {
             WeightFile::open(path.join("model.safetensors"))?
         };
-        Self::from_weights(&file, Some(config), device)
+        Self::from_weights_as(&file, Some(config), dtype, device)
     }
 
-    /// Builds from an open weight file.
+    /// Builds from an open weight file, computing in f32.
     pub fn from_weights(
         file: &WeightFile,
         config: Option<Gemma2Config>,
         device: &B::Device,
     ) -> Result<Self, GemmaError> {
+        Self::from_weights_as(file, config, FloatDType::F32, device)
+    }
+
+    /// [`Gemma2::from_weights`] with weights and activations in `dtype` (`BF16` or `F16`: half
+    /// the memory of f32), as transformers runs the model in half precision: norms compute in
+    /// f32; in f16, attention and feed-forward outputs and the residual stream are clamped to
+    /// f16's range (ComfyUI's `clamp_fp16`). Hidden states come out in f32.
+    pub fn from_weights_as(
+        file: &WeightFile,
+        config: Option<Gemma2Config>,
+        dtype: FloatDType,
+        device: &B::Device,
+    ) -> Result<Self, GemmaError> {
+        check_dtype::<B>(dtype, device)?;
         let w = file.scope(identify(file)?);
         let c = match config {
             Some(c) => c,
             None => detect_config(&w),
         };
         c.validate()?;
-        c.init(device).load_weights(&w)
+        c.init(device).load_weights(&w, dtype, device)
     }
 
-    /// Fills this encoder's parameters and embedding table from `weights` (Hugging Face names).
-    pub fn load_weights(self, w: &Weights<'_>) -> Result<Self, GemmaError> {
+    /// Fills this encoder's parameters and embedding table from `weights` (Hugging Face names),
+    /// kept and computed in `dtype` (norm gains stay f32).
+    pub fn load_weights(
+        self,
+        w: &Weights<'_>,
+        compute: FloatDType,
+        device: &B::Device,
+    ) -> Result<Self, GemmaError> {
+        check_dtype::<B>(compute, device)?;
         let c = &self.config;
         let file = w.file();
         let key = w.key("embed_tokens.weight");
@@ -302,16 +341,23 @@ impl<B: Backend> Gemma2<B> {
             scale,
         };
         let model = load_module(self, w, |path, shape| {
-            // Every 2-D parameter is a linear weight, stored [out, in].
-            Ok(ParamSource {
-                transpose: shape.len() == 2,
-                ..ParamSource::tensor(path, FloatDType::F32)
+            // Every 2-D parameter is a linear weight, stored [out, in]; the 1-D ones are norms.
+            Ok(if shape.len() == 2 {
+                ParamSource::linear_weight(path, compute)
+            } else {
+                ParamSource::tensor(path, FloatDType::F32)
             })
         })?;
         Ok(Self {
             embed_tokens: Arc::new(embed_tokens),
+            dtype: compute,
             ..model
         })
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> FloatDType {
+        self.dtype
     }
 
     /// The configuration.
@@ -359,9 +405,13 @@ impl<B: Backend> Gemma2<B> {
                     .row(seq.get(pos).map_or(0, |&id| id as usize), &mut values);
             }
         }
+        let dt = self.dtype;
         let x: Tensor<B, 3> = Tensor::from_data(TensorData::new(values, [b, l, h]), device);
-        let mut x = x.mul_scalar((h as f32).sqrt());
+        // transformers scales the embeddings by √hidden rounded to the compute dtype.
+        let normalizer: Tensor<B, 1> = Tensor::from_floats([(h as f32).sqrt()], device).cast(dt);
+        let mut x = x.cast(dt) * normalizer.unsqueeze();
         let (cos, sin) = rope_tables::<B>(c, l, device);
+        let (cos, sin) = (cos.cast(dt), sin.cast(dt));
         let full_mask = mask::<B>(&lengths, l, None, c.num_attention_heads, device);
         let sliding_mask = match (options.sliding_window, c.sliding_window) {
             (true, Some(window)) if window < l => {
@@ -388,6 +438,10 @@ impl<B: Backend> Gemma2<B> {
         if let Some(last) = states.last_mut() {
             *last = self.norm.forward(last.clone());
         }
+        let states = states
+            .into_iter()
+            .map(|s| s.cast(FloatDType::F32))
+            .collect();
         Ok(Hidden { states, lengths })
     }
 
@@ -430,14 +484,16 @@ impl<B: Backend> Gemma2<B> {
         let a = attention(q, k, v, Some(mask), None, options)
             .swap_dims(1, 2)
             .reshape([b, l, heads * hd]);
-        let x = x + layer
-            .post_attention_layernorm
-            .forward(layer.self_attn.o_proj.forward(a));
+        let x = clamp_fp16(
+            x + layer
+                .post_attention_layernorm
+                .forward(clamp_fp16(layer.self_attn.o_proj.forward(a))),
+        );
         let u = layer.pre_feedforward_layernorm.forward(x.clone());
         let f = layer.mlp.down_proj.forward(
             gelu_tanh(layer.mlp.gate_proj.forward(u.clone())) * layer.mlp.up_proj.forward(u),
         );
-        x + layer.post_feedforward_layernorm.forward(f)
+        clamp_fp16(x + layer.post_feedforward_layernorm.forward(clamp_fp16(f)))
     }
 }
 
@@ -495,6 +551,22 @@ fn detect_config(w: &Weights<'_>) -> Gemma2Config {
         ) / hd,
         ..preset
     }
+}
+
+/// Refuses compute dtypes other than f32/bf16/f16, and those the device lacks.
+fn check_dtype<B: Backend>(dtype: FloatDType, device: &B::Device) -> Result<(), GemmaError> {
+    if !matches!(dtype, FloatDType::F32 | FloatDType::BF16 | FloatDType::F16) {
+        return Err(GemmaError::Unsupported(format!(
+            "compute dtype {dtype:?} (use F32, BF16 or F16)"
+        )));
+    }
+    if !B::supports_dtype(device, dtype.into()) {
+        return Err(GemmaError::Unsupported(format!(
+            "the {} backend cannot compute in {dtype:?} on this device",
+            B::name(device)
+        )));
+    }
+    Ok(())
 }
 
 /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (`gelu_pytorch_tanh`).

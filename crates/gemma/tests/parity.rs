@@ -3,7 +3,7 @@
 //! from the Hugging Face (f32) and ComfyUI (`model.`, fp16) layouts.
 
 use burn::backend::Flex;
-use burn::tensor::{ElementConversion, Tensor, backend::Backend};
+use burn::tensor::{ElementConversion, FloatDType, Tensor, backend::Backend};
 use sakiko_gemma::{EncoderOptions, Gemma2, Gemma2Config, GemmaError};
 use sakiko_weights::WeightFile;
 
@@ -275,4 +275,122 @@ fn tensor_shapes_list_exactly_a_real_comfyui_checkpoint() {
     let mut listed = config.tensor_shapes();
     listed.sort();
     assert_eq!(listed, file.shapes_under(""));
+}
+
+/// Our half-precision hidden states and transformers' (`{variant}/{tag}/batch/hidden{j}`) against
+/// f32, real tokens only: our error may be at most twice PyTorch's own. (The distance between the
+/// two is printed, not bounded: their roundings are independent, so it is up to their sum, about
+/// 2× PyTorch's error in f16 here.)
+fn half_precision_checked<B: Backend>(
+    backend: &str,
+    device: &B::Device,
+    dtypes: &[(FloatDType, &str)],
+) {
+    let io = WeightFile::open(fixture("io.safetensors")).unwrap();
+    let prompts = ids(&io);
+    for name in ["plain", "both"] {
+        let (config, options) = variant(name);
+        let file = WeightFile::open(fixture("comfyui_fp16.safetensors")).unwrap();
+        for &(dtype, tag) in dtypes {
+            let model =
+                Gemma2::<B>::from_weights_as(&file, Some(config.clone()), dtype, device).unwrap();
+            assert_eq!(model.dtype(), dtype);
+            let hidden = model.forward(&prompts, options, device).unwrap();
+            let (mut ours, mut theirs, mut between) = (0.0f32, 0.0f32, 0.0f32);
+            for (j, state) in hidden.states.iter().enumerate() {
+                assert_eq!(state.dtype(), burn::tensor::DType::F32);
+                let f32_ref: Tensor<B, 3> = io
+                    .tensor(&format!("{name}/batch/hidden{j}"), device)
+                    .unwrap();
+                let torch: Tensor<B, 3> = io
+                    .tensor(&format!("{name}/{tag}/batch/hidden{j}"), device)
+                    .unwrap();
+                for (i, &len) in hidden.lengths.iter().enumerate() {
+                    let real = |t: &Tensor<B, 3>| t.clone().narrow(0, i, 1).narrow(1, 0, len);
+                    let d = |a: Tensor<B, 3>, b: Tensor<B, 3>| -> f32 {
+                        (a - b).abs().max().into_scalar().elem()
+                    };
+                    ours = ours.max(d(real(state), real(&f32_ref)));
+                    theirs = theirs.max(d(real(&torch), real(&f32_ref)));
+                    between = between.max(d(real(state), real(&torch)));
+                }
+            }
+            println!(
+                "{backend} {name} {tag}: |ours − f32| {ours:.3e}, |transformers {tag} − f32| {theirs:.3e}, |ours − transformers {tag}| {between:.3e}"
+            );
+            assert!(ours <= 2.0 * theirs, "{name} {tag}: {ours} vs {theirs}");
+        }
+    }
+}
+
+#[test]
+fn half_precision_matches_transformers_half_on_flex() {
+    let dtypes = [(FloatDType::BF16, "bf16"), (FloatDType::F16, "f16")];
+    half_precision_checked::<Flex>("flex", &Default::default(), &dtypes);
+}
+
+/// Wgpu computes in the half types the device offers (lavapipe: f16, no bf16); the others are a
+/// typed error.
+#[cfg(feature = "wgpu")]
+#[test]
+fn half_precision_on_wgpu() {
+    use burn::backend::Wgpu;
+    let device = Default::default();
+    let file = WeightFile::open(fixture("comfyui_fp16.safetensors")).unwrap();
+    let (config, _) = variant("plain");
+    for dtype in [FloatDType::BF16, FloatDType::F16] {
+        let supported = <Wgpu as Backend>::supports_dtype(&device, dtype.into());
+        let loaded = Gemma2::<Wgpu>::from_weights_as(&file, Some(config.clone()), dtype, &device);
+        assert_eq!(loaded.is_ok(), supported, "{dtype:?}");
+        if let Err(e) = loaded {
+            assert!(e.to_string().contains("cannot compute in"), "{e}");
+        }
+    }
+    if <Wgpu as Backend>::supports_dtype(&device, FloatDType::F16.into()) {
+        half_precision_checked::<Wgpu>("wgpu", &device, &[(FloatDType::F16, "f16")]);
+    }
+}
+
+#[test]
+fn f16_overflow_is_clamped() {
+    // Scale layer 1's MLP output projection so that its output exceeds f16's 65504: without the
+    // clamp the residual stream becomes inf and the final norm NaN.
+    let device = Default::default();
+    let src = WeightFile::open(fixture("model.safetensors")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("overflow.safetensors");
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = src
+        .keys()
+        .map(|key| {
+            let (mut values, shape) = src.read_f32(key).unwrap();
+            if key == "layers.1.mlp.down_proj.weight" {
+                values.iter_mut().for_each(|v| *v *= 1e6);
+            }
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (key.to_owned(), shape, bytes)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, s, b)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+            (k.clone(), view.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    let (config, options) = variant("plain");
+    let file = WeightFile::open(&path).unwrap();
+    let model =
+        Gemma2::<Flex>::from_weights_as(&file, Some(config), FloatDType::F16, &device).unwrap();
+    let hidden = model
+        .forward(
+            &ids(&WeightFile::open(fixture("io.safetensors")).unwrap())[..1],
+            options,
+            &device,
+        )
+        .unwrap();
+    for state in &hidden.states {
+        let finite: bool = state.clone().is_finite().all().into_scalar();
+        assert!(finite, "an f16 hidden state is not finite");
+    }
 }
