@@ -86,7 +86,7 @@ pub struct BenchArgs {
     /// The backend to run on.
     #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
     backend: BackendChoice,
-    /// Compute dtype of the DiT (the text encoder and VAE compute in f32).
+    /// Compute dtype of the DiT or the text encoder (the VAE computes in f32).
     #[arg(long, value_enum, default_value_t = DitDtype::Auto)]
     dtype: DitDtype,
     /// Print one JSON object instead of text.
@@ -147,15 +147,10 @@ impl BenchArgs {
         if self.runs == 0 {
             return bad("--runs must be at least 1".into());
         }
-        if self.stage != Stage::Denoise && !matches!(self.dtype, DitDtype::Auto | DitDtype::F32) {
-            return bad(format!(
-                "--dtype applies to --stage denoise; the {} computes in f32",
-                if self.stage == Stage::Decode {
-                    "VAE"
-                } else {
-                    "text encoder"
-                }
-            ));
+        if self.stage == Stage::Decode && !matches!(self.dtype, DitDtype::Auto | DitDtype::F32) {
+            return bad(
+                "--dtype applies to --stage denoise and encode; the VAE computes in f32".into(),
+            );
         }
         Ok(())
     }
@@ -252,7 +247,11 @@ impl Job for BenchArgs {
                 let config = self.config(&self.text_encoder_config, gemma_preset)?;
                 let file = synthetic(&config.tensor_shapes(), Dtype::F16)?;
                 let vocab = config.vocab_size as u32;
-                let gemma = Gemma2::<B>::from_weights(&file, Some(config), &device)
+                let dtype = self
+                    .dtype
+                    .float()
+                    .unwrap_or_else(|| sakiko_pipeline::auto_dtype::<B>(&device));
+                let gemma = Gemma2::<B>::from_weights_as(&file, Some(config), dtype, &device)
                     .map_err(|e| failed(&e))?;
                 // BOS, then ids spread over the vocabulary.
                 let ids: Vec<u32> = std::iter::once(2)
@@ -260,7 +259,7 @@ impl Job for BenchArgs {
                     .collect();
                 let device = device.clone();
                 (
-                    FloatDType::F32,
+                    dtype,
                     Box::new(move || {
                         let hidden = gemma
                             .forward(

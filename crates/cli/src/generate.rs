@@ -28,7 +28,7 @@ enum GuidanceKind {
     Diffusers,
 }
 
-/// The denoiser's compute dtype.
+/// A model's compute dtype.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum DitDtype {
     /// bf16 on CUDA, f32 elsewhere.
@@ -166,9 +166,15 @@ pub struct GenerateArgs {
     /// Bits per channel of the PNG: 8 (as ComfyUI saves) or 16.
     #[arg(long, default_value_t = 8, value_parser = clap::builder::ValueParser::new(parse_depth))]
     depth: u8,
-    /// The denoiser's compute dtype.
+    /// The compute dtype of the denoiser and the text encoder (the VAE computes in f32).
     #[arg(long, value_enum, default_value_t = DitDtype::Auto)]
     dtype: DitDtype,
+    /// The denoiser's compute dtype, overriding --dtype.
+    #[arg(long, value_enum, value_name = "DTYPE")]
+    dit_dtype: Option<DitDtype>,
+    /// The text encoder's compute dtype, overriding --dtype.
+    #[arg(long, value_enum, value_name = "DTYPE")]
+    text_encoder_dtype: Option<DitDtype>,
     /// Decode the latent in tiles of this many latent pixels (less memory).
     #[arg(long, value_name = "N")]
     vae_tile: Option<usize>,
@@ -316,7 +322,8 @@ impl Job for GenerateArgs {
                 tile,
                 overlap: (tile / 8).max(1),
             }))
-            .dit_dtype(self.dtype.float())
+            .dit_dtype(self.dit_dtype.unwrap_or(self.dtype).float())
+            .text_encoder_dtype(self.text_encoder_dtype.unwrap_or(self.dtype).float())
             .build()?;
         let quiet = self.quiet;
         let say = |line: String| {
@@ -325,9 +332,10 @@ impl Job for GenerateArgs {
             }
         };
         say(format!(
-            "seed {}, denoiser in {:?}",
+            "seed {}, denoiser in {:?}, text encoder in {:?}",
             request.seed,
-            pipeline.dit_dtype()
+            pipeline.dit_dtype(),
+            pipeline.text_encoder().dtype()
         ));
         let bar = if quiet {
             ProgressBar::hidden()

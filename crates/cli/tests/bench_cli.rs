@@ -108,7 +108,7 @@ fn bad_input_is_a_clear_error() {
         (&["--runs", "0"], "--runs must be at least 1"),
         (
             &["--stage", "decode", "--dtype", "bf16"],
-            "--dtype applies to --stage denoise",
+            "--dtype applies to --stage denoise and encode",
         ),
         (&["--prompt-tokens", "0"], "must be at least 1"),
     ];
@@ -147,4 +147,23 @@ fn a_backend_not_compiled_in_says_how_to_get_it() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("--features cuda"));
+}
+
+#[test]
+fn the_text_encoder_benches_in_half_precision() {
+    let out = sakiko()
+        .args([
+            "bench", "--preset", "tiny", "--stage", "encode", "--runs", "1",
+        ])
+        .args(["--dtype", "bf16", "--json"])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["dtype"], "bf16");
+    assert_eq!(json["stage"], "encode");
 }

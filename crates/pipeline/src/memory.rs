@@ -26,28 +26,30 @@ const F32: u64 = 4;
 
 impl MemoryEstimate {
     /// The estimate for `request` with these models (`params`: stored parameter counts of the
-    /// denoiser and VAE; `dit_bytes`: bytes per denoiser value, 4 for f32, 2 for bf16/f16).
+    /// denoiser and VAE; `bytes`: bytes per value of the text encoder and of the denoiser, 4 for
+    /// f32, 2 for bf16/f16; weights are dequantised to these at load, whatever the file stores).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         te: &Gemma2Config,
         dit: &NextDitConfig,
         vae: &VaeConfig,
         params: [u64; 2],
-        dit_bytes: u64,
+        [te_bytes, dit_bytes]: [u64; 2],
         request: &GenerationRequest,
         prompt_tokens: usize,
         keep_in_memory: bool,
     ) -> Self {
         let u = |v: usize| v as u64;
-        // Gemma: the embedding stays in 16 bits on the host; layers in f32; activations are small.
+        // Gemma: the embedding stays in 16 bits on the host; layers in the compute dtype;
+        // activations are small.
         let te_layer = u(te.hidden_size)
             * u(te.head_dim)
             * u(te.num_attention_heads + te.num_key_value_heads)
             * 2
             + 3 * u(te.hidden_size) * u(te.intermediate_size);
-        let te_weights =
-            u(te.vocab_size) * u(te.hidden_size) * 2 + u(te.num_hidden_layers) * te_layer * F32;
-        let te_act = u(prompt_tokens) * u(te.hidden_size.max(te.intermediate_size)) * F32 * 8;
+        let te_weights = u(te.vocab_size) * u(te.hidden_size) * 2
+            + u(te.num_hidden_layers) * te_layer * te_bytes;
+        let te_act = u(prompt_tokens) * u(te.hidden_size.max(te.intermediate_size)) * te_bytes * 8;
 
         // NextDiT: two passes of the batch (CFG); per token a handful of hidden-wide tensors and
         // the SwiGLU intermediate, plus attention scores.

@@ -72,6 +72,9 @@ pub struct PipelineOptions {
     /// The denoiser's compute dtype; `None` picks bf16 on CUDA (as ComfyUI on GPUs: half the
     /// memory) and f32 everywhere else. F16 applies ComfyUI's overflow clamp.
     pub dit_dtype: Option<FloatDType>,
+    /// The text encoder's compute dtype; `None` as for the denoiser. Norms stay f32; F16
+    /// clamps to its range.
+    pub text_encoder_dtype: Option<FloatDType>,
 }
 
 impl Default for PipelineOptions {
@@ -82,6 +85,7 @@ impl Default for PipelineOptions {
             encoder: EncoderOptions::comfyui(),
             vae_tiling: None,
             dit_dtype: None,
+            text_encoder_dtype: None,
         }
     }
 }
@@ -152,6 +156,12 @@ impl<B: Backend> PipelineBuilder<B> {
         self
     }
 
+    /// The text encoder's compute dtype (`None`: automatic, see [`PipelineOptions`]).
+    pub fn text_encoder_dtype(mut self, dtype: Option<FloatDType>) -> Self {
+        self.options.text_encoder_dtype = dtype;
+        self
+    }
+
     /// Checks the backend, reads the tokenizer and every header, and checks that the components
     /// fit together. No weights are loaded yet.
     pub fn build(self) -> Result<Pipeline<B>, PipelineError> {
@@ -179,16 +189,18 @@ impl<B: Backend> PipelineBuilder<B> {
                 dit.patch_size
             )));
         }
-        let dit_dtype = self
-            .options
-            .dit_dtype
-            .unwrap_or_else(|| auto_dtype::<B>(&self.device));
-        if !B::supports_dtype(&self.device, dit_dtype.into()) {
-            return Err(PipelineError::Backend {
-                backend: B::name(&self.device),
-                reason: format!("it cannot compute in {dit_dtype:?}; choose another dtype"),
-            });
-        }
+        let resolve = |dtype: Option<FloatDType>| -> Result<FloatDType, PipelineError> {
+            let dtype = dtype.unwrap_or_else(|| auto_dtype::<B>(&self.device));
+            if !B::supports_dtype(&self.device, dtype.into()) {
+                return Err(PipelineError::Backend {
+                    backend: B::name(&self.device),
+                    reason: format!("it cannot compute in {dtype:?}; choose another dtype"),
+                });
+            }
+            Ok(dtype)
+        };
+        let dit_dtype = resolve(self.options.dit_dtype)?;
+        let text = text.with_dtype(resolve(self.options.text_encoder_dtype)?);
         let params = [
             parameter_count(
                 &dit_file,
@@ -303,7 +315,7 @@ impl<B: Backend> Pipeline<B> {
             &self.dit_config,
             &self.vae_config,
             self.params,
-            DType::from(self.dit_dtype).size() as u64,
+            [self.text.dtype(), self.dit_dtype].map(|d| DType::from(d).size() as u64),
             request,
             prompt_tokens,
             self.options.keep_in_memory,

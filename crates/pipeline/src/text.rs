@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{FloatDType, Tensor, backend::Backend};
 use sakiko_gemma::{EncoderOptions, Gemma2, Gemma2Config, GemmaTokenizer};
 
 use crate::{ModelFiles, PipelineError};
@@ -26,6 +26,7 @@ pub struct TextEncoder<B: Backend> {
     path: PathBuf,
     config: Gemma2Config,
     options: EncoderOptions,
+    dtype: FloatDType,
     device: B::Device,
     model: Option<Gemma2<B>>,
 }
@@ -42,9 +43,25 @@ impl<B: Backend> TextEncoder<B> {
             path: files.text_encoder.clone(),
             config: files.text_encoder_config()?,
             options,
+            dtype: FloatDType::F32,
             device,
             model: None,
         })
+    }
+
+    /// Computes in `dtype` (f32 by default; see `Gemma2::from_weights_as`); frees weights loaded
+    /// in another dtype.
+    pub fn with_dtype(mut self, dtype: FloatDType) -> Self {
+        if dtype != self.dtype {
+            self.model = None;
+        }
+        self.dtype = dtype;
+        self
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> FloatDType {
+        self.dtype
     }
 
     /// The configuration.
@@ -71,9 +88,10 @@ impl<B: Backend> TextEncoder<B> {
     }
 
     fn read(&self) -> Result<Gemma2<B>, PipelineError> {
-        Ok(Gemma2::load(
+        Ok(Gemma2::load_as(
             &self.path,
             Some(self.config.clone()),
+            self.dtype,
             &self.device,
         )?)
     }

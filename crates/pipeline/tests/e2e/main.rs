@@ -176,6 +176,30 @@ fn half_precision_denoiser_stays_close_to_the_reference() {
 }
 
 #[test]
+fn half_precision_text_encoder_stays_close_to_the_reference() {
+    let (reference, _) = expected("euler/latent");
+    let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for dtype in [FloatDType::BF16, FloatDType::F16] {
+        let mut pipeline = Pipeline::<Flex>::builder(files())
+            .text_encoder_dtype(Some(dtype))
+            .build()
+            .expect("pipeline");
+        assert_eq!(pipeline.text_encoder().dtype(), dtype);
+        let latent: Vec<f32> = pipeline
+            .generate(&case("euler"), |_| ControlFlow::Continue(()))
+            .expect("generation")
+            .latent
+            .into_data()
+            .to_vec()
+            .expect("f32");
+        let err = max_abs(&latent, &reference);
+        println!("text encoder {dtype:?}: latent max |Δ| {err:.3e} (latent max |x| {scale:.2})");
+        assert!(latent.iter().all(|v| v.is_finite()));
+        assert!(err < 0.05 * scale, "{dtype:?}: {err}");
+    }
+}
+
+#[test]
 fn the_text_encoder_matches_transformers() {
     let mut te =
         sakiko_pipeline::TextEncoder::<Flex>::new(&files(), Default::default(), Default::default())
