@@ -6,6 +6,7 @@ encode outputs computed in f32.
     .venv-ref/bin/python tools/reference/vae.py   # writes crates/vae/tests/fixtures/
 """
 
+import copy
 import json
 import os
 
@@ -81,6 +82,11 @@ def main():
         img = torch.rand(1, 3, 40, 32, generator=gen) * 2 - 1
         io["encode/image"] = img
         io["encode/mean"] = vae.encode(img).latent_dist.mode()   # [1, 16, 5, 4]
+        # diffusers' own half-precision runs: the error our bf16 / f16 paths are held to.
+        for tag, dtype in (("bf16", torch.bfloat16), ("f16", torch.float16)):
+            half = copy.deepcopy(vae).to(dtype)
+            io[f"decode/image_{tag}"] = half.decode(z.to(dtype)).sample.float()
+            io[f"encode/mean_{tag}"] = half.encode(img.to(dtype)).latent_dist.mode().float()
     save_file({k: v.contiguous() for k, v in io.items()}, os.path.join(OUT, "io.safetensors"),
               metadata={"torch": torch.__version__, "diffusers": diffusers.__version__})
     total = sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(OUT) for f in fs)

@@ -7,7 +7,8 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::silu;
-use burn::tensor::{Tensor, backend::Backend};
+use burn::tensor::{FloatDType, Tensor, backend::Backend};
+use sakiko_ops::clamp_fp16;
 
 /// The key naming of a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +119,14 @@ pub(crate) fn conv3<B: Backend>(channels: [usize; 2], device: &B::Device) -> Con
     )
 }
 
+/// GroupNorm over `x` computed in f32 (its parameters stay f32), returned in `x`'s dtype: in
+/// half precision the variance of the VAE's wide activations loses too much.
+pub(crate) fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let dtype = x.dtype();
+    norm.forward(x.cast(FloatDType::F32))
+        .cast(FloatDType::from(dtype))
+}
+
 /// GroupNorm(groups, eps 1e-6, affine).
 pub(crate) fn norm<B: Backend>(groups: usize, channels: usize, device: &B::Device) -> GroupNorm<B> {
     GroupNormConfig::new(groups, channels)
@@ -149,13 +158,13 @@ impl<B: Backend> ResnetBlock<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let h = self.conv2.forward(silu(self.norm2.forward(h)));
+        let h = self.conv1.forward(silu(group_norm(&self.norm1, x.clone())));
+        let h = self.conv2.forward(silu(group_norm(&self.norm2, h)));
         let x = match &self.nin_shortcut {
             Some(conv) => conv.forward(x),
             None => x,
         };
-        x + h
+        clamp_fp16(x + h)
     }
 }
 
@@ -185,9 +194,7 @@ impl<B: Backend> AttnBlock<B> {
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
-        let tokens = self
-            .norm
-            .forward(x.clone())
+        let tokens = group_norm(&self.norm, x.clone())
             .reshape([b, c, h * w])
             .swap_dims(1, 2);
         let heads = |t: Tensor<B, 3>| t.reshape([b, 1, h * w, c]);
@@ -198,7 +205,7 @@ impl<B: Backend> AttnBlock<B> {
             None,
         );
         let o = self.proj_out.forward(o.reshape([b, h * w, c]));
-        x + o.swap_dims(1, 2).reshape([b, c, h, w])
+        clamp_fp16(x + o.swap_dims(1, 2).reshape([b, c, h, w]))
     }
 }
 

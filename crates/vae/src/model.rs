@@ -9,7 +9,9 @@ use burn::tensor::activation::silu;
 use burn::tensor::{FloatDType, Tensor, backend::Backend};
 use sakiko_weights::{ParamSource, WeightFile, Weights, load_module};
 
-use crate::layers::{AttnBlock, Layout, ResnetBlock, conv, conv3, norm, upsample_nearest2x};
+use crate::layers::{
+    AttnBlock, Layout, ResnetBlock, conv, conv3, group_norm, norm, upsample_nearest2x,
+};
 use crate::{VaeConfig, VaeError};
 
 /// Prefixes under which checkpoints store the autoencoder.
@@ -71,11 +73,10 @@ impl<B: Backend> Encoder<B> {
                 let from = if j == 0 { c_in } else { c_out };
                 block.push(ResnetBlock::init(from, c_out, g, device));
             }
-            // The last level keeps its resolution; the others halve it, padding right/bottom only.
-            let resample = (i + 1 < ch.len()).then(|| {
-                let pad = PaddingConfig2d::Explicit(0, 0, 1, 1);
-                conv([c_out, c_out], 3, 2, pad, device)
-            });
+            // The last level keeps its resolution; the others halve it, padded right/bottom only
+            // (by `pad_right_bottom`, before the convolution).
+            let resample = (i + 1 < ch.len())
+                .then(|| conv([c_out, c_out], 3, 2, PaddingConfig2d::Valid, device));
             down.push(Level { block, resample });
             c_in = c_out;
         }
@@ -98,13 +99,23 @@ impl<B: Backend> Encoder<B> {
                 h = block.forward(h);
             }
             if let Some(conv) = &level.resample {
-                h = conv.forward(h);
+                h = conv.forward(pad_right_bottom(h));
             }
         }
         let h = self.mid.forward(h);
-        let h = self.conv_out.forward(silu(self.norm_out.forward(h)));
+        let h = self.conv_out.forward(silu(group_norm(&self.norm_out, h)));
         h.narrow(1, 0, self.latent_channels)
     }
+}
+
+/// One zero column on the right and one zero row at the bottom, in `x`'s dtype. (Burn 0.21's
+/// asymmetric convolution padding builds its zeros in the default float dtype, so a bf16 input
+/// fails on Flex.)
+fn pad_right_bottom<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    let zeros = |shape: [usize; 4]| Tensor::zeros(shape, (&x.device(), x.dtype()));
+    let x = Tensor::cat(vec![x.clone(), zeros([b, c, h, 1])], 3);
+    Tensor::cat(vec![x, zeros([b, c, 1, w + 1])], 2)
 }
 
 /// Latent `[B, 16, h, w]` (VAE space) → image `[B, 3, 8h, 8w]`, nominally in [−1, 1].
@@ -154,7 +165,7 @@ impl<B: Backend> Decoder<B> {
                 h = conv.forward(upsample_nearest2x(h));
             }
         }
-        self.conv_out.forward(silu(self.norm_out.forward(h)))
+        self.conv_out.forward(silu(group_norm(&self.norm_out, h)))
     }
 }
 
@@ -180,6 +191,8 @@ pub struct Vae<B: Backend> {
     pub decoder: Decoder<B>,
     #[module(skip)]
     config: VaeConfig,
+    #[module(skip)]
+    dtype: FloatDType,
 }
 
 impl VaeConfig {
@@ -204,6 +217,7 @@ impl VaeConfig {
             encoder: Encoder::init(self, device),
             decoder: Decoder::init(self, device),
             config: self.clone(),
+            dtype: FloatDType::F32,
         }
     }
 }
@@ -221,10 +235,22 @@ fn bfl_key(path: &str) -> String {
         .replace(".resample.", resample)
 }
 
-/// Where `layout` stores the parameter at module path `path` of shape `shape`.
-fn source(path: &str, shape: &[usize], layout: Layout, levels: usize) -> ParamSource {
+/// Where `layout` stores the parameter at module path `path` of shape `shape`, in `dtype`
+/// (GroupNorm parameters stay f32).
+fn source(
+    path: &str,
+    shape: &[usize],
+    layout: Layout,
+    levels: usize,
+    dtype: FloatDType,
+) -> ParamSource {
     let key = layout.key(&bfl_key(path), levels);
-    let mut source = ParamSource::tensor(key, FloatDType::F32);
+    let dtype = if path.ends_with(".gamma") || path.ends_with(".beta") {
+        FloatDType::F32
+    } else {
+        dtype
+    };
+    let mut source = ParamSource::tensor(key, dtype);
     // The attention projections are linear layers here, 1×1 convolutions in BFL files.
     if shape.len() == 2 {
         source.transpose = true;
@@ -255,6 +281,19 @@ impl<B: Backend> Vae<B> {
         config: Option<VaeConfig>,
         device: &B::Device,
     ) -> Result<Self, VaeError> {
+        Self::from_weights_as(file, config, FloatDType::F32, device)
+    }
+
+    /// [`Vae::from_weights`] with weights and activations in `dtype` (`BF16` or `F16`: half the
+    /// memory and, on GPUs, the time of f32): GroupNorms compute in f32, and in f16 block outputs
+    /// are clamped to its range. Images and latents go in and come out in f32.
+    pub fn from_weights_as(
+        file: &WeightFile,
+        config: Option<VaeConfig>,
+        dtype: FloatDType,
+        device: &B::Device,
+    ) -> Result<Self, VaeError> {
+        check_dtype::<B>(dtype, device)?;
         let (prefix, layout) = identify(file)?;
         let weights = file.scope(prefix);
         let config = match config {
@@ -264,15 +303,31 @@ impl<B: Backend> Vae<B> {
             }
             None => detect_config(&weights, layout)?,
         };
-        config.init(device).load_weights(&weights, layout)
+        config
+            .init(device)
+            .load_weights(&weights, layout, dtype, device)
     }
 
-    /// Fills this autoencoder's parameters from `weights` (named in `layout`).
-    pub fn load_weights(self, weights: &Weights<'_>, layout: Layout) -> Result<Self, VaeError> {
+    /// Fills this autoencoder's parameters from `weights` (named in `layout`), kept and
+    /// computed in `dtype`.
+    pub fn load_weights(
+        self,
+        weights: &Weights<'_>,
+        layout: Layout,
+        dtype: FloatDType,
+        device: &B::Device,
+    ) -> Result<Self, VaeError> {
+        check_dtype::<B>(dtype, device)?;
         let levels = self.config.block_out_channels.len();
-        Ok(load_module(self, weights, |path, shape| {
-            Ok(source(path, shape, layout, levels))
-        })?)
+        let model = load_module(self, weights, |path, shape| {
+            Ok(source(path, shape, layout, levels, dtype))
+        })?;
+        Ok(Self { dtype, ..model })
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> FloatDType {
+        self.dtype
     }
 
     /// The configuration.
@@ -295,7 +350,10 @@ impl<B: Backend> Vae<B> {
                 found: c,
             });
         }
-        Ok(self.decoder.forward(z))
+        Ok(self
+            .decoder
+            .forward(z.cast(self.dtype))
+            .cast(FloatDType::F32))
     }
 
     /// Encodes images `[B, 3, H, W]` in [−1, 1] (sides multiples of 8) to VAE-space latent means.
@@ -318,8 +376,27 @@ impl<B: Backend> Vae<B> {
                 ),
             });
         }
-        Ok(self.encoder.forward(image))
+        Ok(self
+            .encoder
+            .forward(image.cast(self.dtype))
+            .cast(FloatDType::F32))
     }
+}
+
+/// Refuses compute dtypes other than f32/bf16/f16, and those the device lacks.
+fn check_dtype<B: Backend>(dtype: FloatDType, device: &B::Device) -> Result<(), VaeError> {
+    if !matches!(dtype, FloatDType::F32 | FloatDType::BF16 | FloatDType::F16) {
+        return Err(VaeError::Unsupported(format!(
+            "compute dtype {dtype:?} (use F32, BF16 or F16)"
+        )));
+    }
+    if !B::supports_dtype(device, dtype.into()) {
+        return Err(VaeError::Unsupported(format!(
+            "the {} backend cannot compute in {dtype:?} on this device",
+            B::name(device)
+        )));
+    }
+    Ok(())
 }
 
 /// What a checkpoint holds: prefix, [`Layout`] and configuration.

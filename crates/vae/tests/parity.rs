@@ -2,7 +2,7 @@
 //! perturbed weights) decodes and encodes like PyTorch, from both key layouts.
 
 use burn::backend::Flex;
-use burn::tensor::{ElementConversion, Tensor, TensorData, backend::Backend};
+use burn::tensor::{ElementConversion, FloatDType, Tensor, TensorData, backend::Backend};
 use sakiko_vae::{Tiling, Vae, VaeConfig, VaeError};
 use sakiko_weights::{WeightError, WeightFile};
 
@@ -256,4 +256,99 @@ fn tensor_shapes_list_exactly_a_real_bfl_checkpoint() {
     let mut listed = config.tensor_shapes();
     listed.sort();
     assert_eq!(listed, file.shapes_under("vae."));
+}
+
+/// Decode and encode in half precision against diffusers' own half-precision runs: our error
+/// from f32 may be at most twice theirs.
+fn half_precision_checked<B: Backend>(
+    backend: &str,
+    device: &B::Device,
+    dtypes: &[(FloatDType, &str)],
+) {
+    let config = VaeConfig::from_file(fixture("diffusers/config.json")).unwrap();
+    let file = WeightFile::open(fixture("ae_bf16_prefixed.safetensors")).unwrap();
+    for &(dtype, tag) in dtypes {
+        let vae = Vae::<B>::from_weights_as(&file, Some(config.clone()), dtype, device).unwrap();
+        assert_eq!(vae.dtype(), dtype);
+        for (what, input, output) in [
+            ("decode", "decode/z", "decode/image"),
+            ("encode", "encode/image", "encode/mean"),
+        ] {
+            let x = io::<B>(input, device);
+            let ours = if what == "decode" {
+                vae.decode(x).unwrap()
+            } else {
+                vae.encode(x).unwrap()
+            };
+            assert_eq!(ours.dtype(), burn::tensor::DType::F32);
+            let reference = io::<B>(output, device);
+            let torch = io::<B>(&format!("{output}_{tag}"), device);
+            let theirs = max_diff(torch.clone(), reference.clone());
+            let between = max_diff(ours.clone(), torch);
+            let ours = max_diff(ours, reference);
+            println!(
+                "{backend} {what} {tag}: |ours − f32| {ours:.3e}, |diffusers {tag} − f32| {theirs:.3e}, |ours − diffusers {tag}| {between:.3e}"
+            );
+            assert!(ours <= 2.0 * theirs, "{what} {tag}: {ours} vs {theirs}");
+        }
+    }
+}
+
+#[test]
+fn half_precision_matches_diffusers_half_on_flex() {
+    let dtypes = [(FloatDType::BF16, "bf16"), (FloatDType::F16, "f16")];
+    half_precision_checked::<Flex>("flex", &Default::default(), &dtypes);
+}
+
+/// Wgpu computes in the half types the device offers (lavapipe: f16, no bf16).
+#[cfg(feature = "wgpu")]
+#[test]
+fn half_precision_on_wgpu() {
+    use burn::backend::Wgpu;
+    let device = Default::default();
+    let config = VaeConfig::from_file(fixture("diffusers/config.json")).unwrap();
+    let file = WeightFile::open(fixture("ae_bf16_prefixed.safetensors")).unwrap();
+    for dtype in [FloatDType::BF16, FloatDType::F16] {
+        let supported = <Wgpu as Backend>::supports_dtype(&device, dtype.into());
+        let loaded = Vae::<Wgpu>::from_weights_as(&file, Some(config.clone()), dtype, &device);
+        assert_eq!(loaded.is_ok(), supported, "{dtype:?}");
+    }
+    if <Wgpu as Backend>::supports_dtype(&device, FloatDType::F16.into()) {
+        half_precision_checked::<Wgpu>("wgpu", &device, &[(FloatDType::F16, "f16")]);
+    }
+}
+
+#[test]
+fn f16_overflow_is_clamped() {
+    // Scale one decoder block's second convolution so that its output exceeds f16's 65504:
+    // without the clamp the image is inf/NaN.
+    let config = VaeConfig::from_file(fixture("diffusers/config.json")).unwrap();
+    let src = WeightFile::open(fixture("ae_bf16_prefixed.safetensors")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("overflow.safetensors");
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = src
+        .keys()
+        .map(|key| {
+            let (mut values, shape) = src.read_f32(key).unwrap();
+            if key == "vae.decoder.mid.block_1.conv2.weight" {
+                values.iter_mut().for_each(|v| *v *= 1e7);
+            }
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (key.to_owned(), shape, bytes)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, s, b)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
+            (k.clone(), view.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    let device = Default::default();
+    let file = WeightFile::open(&path).unwrap();
+    let vae = Vae::<Flex>::from_weights_as(&file, Some(config), FloatDType::F16, &device).unwrap();
+    let image = vae.decode(io("decode/z", &device)).unwrap();
+    let finite: bool = image.is_finite().all().into_scalar();
+    assert!(finite, "the f16 decode is not finite");
 }
