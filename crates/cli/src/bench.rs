@@ -86,7 +86,7 @@ pub struct BenchArgs {
     /// The backend to run on.
     #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
     backend: BackendChoice,
-    /// Compute dtype of the DiT or the text encoder (the VAE computes in f32).
+    /// Compute dtype of the stage's model.
     #[arg(long, value_enum, default_value_t = DitDtype::Auto)]
     dtype: DitDtype,
     /// Print one JSON object instead of text.
@@ -226,8 +226,12 @@ impl Job for BenchArgs {
             Stage::Decode => {
                 let config = self.config(&self.vae_config, vae_preset)?;
                 let file = synthetic(&config.tensor_shapes(), Dtype::BF16)?;
-                let vae =
-                    Vae::<B>::from_weights(&file, Some(config), &device).map_err(|e| failed(&e))?;
+                let dtype = self
+                    .dtype
+                    .float()
+                    .unwrap_or_else(|| sakiko_pipeline::auto_dtype::<B>(&device));
+                let vae = Vae::<B>::from_weights_as(&file, Some(config), dtype, &device)
+                    .map_err(|e| failed(&e))?;
                 let (c, down) = (vae.config().latent_channels, vae.config().downscale());
                 let z = Tensor::<B, 4>::random(
                     [1, c, self.height / down, self.width / down],
@@ -235,7 +239,7 @@ impl Job for BenchArgs {
                     &device,
                 );
                 (
-                    FloatDType::F32,
+                    dtype,
                     Box::new(move || {
                         let image = vae.decode(z.clone()).map_err(|e| e.to_string())?;
                         drop(image.into_data());

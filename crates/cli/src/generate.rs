@@ -166,7 +166,7 @@ pub struct GenerateArgs {
     /// Bits per channel of the PNG: 8 (as ComfyUI saves) or 16.
     #[arg(long, default_value_t = 8, value_parser = clap::builder::ValueParser::new(parse_depth))]
     depth: u8,
-    /// The compute dtype of the denoiser and the text encoder (the VAE computes in f32).
+    /// The compute dtype of the denoiser, the text encoder and the VAE.
     #[arg(long, value_enum, default_value_t = DitDtype::Auto)]
     dtype: DitDtype,
     /// The denoiser's compute dtype, overriding --dtype.
@@ -175,6 +175,9 @@ pub struct GenerateArgs {
     /// The text encoder's compute dtype, overriding --dtype.
     #[arg(long, value_enum, value_name = "DTYPE")]
     text_encoder_dtype: Option<DitDtype>,
+    /// The VAE's compute dtype, overriding --dtype.
+    #[arg(long, value_enum, value_name = "DTYPE")]
+    vae_dtype: Option<DitDtype>,
     /// Decode the latent in tiles of this many latent pixels (less memory).
     #[arg(long, value_name = "N")]
     vae_tile: Option<usize>,
@@ -324,6 +327,7 @@ impl Job for GenerateArgs {
             }))
             .dit_dtype(self.dit_dtype.unwrap_or(self.dtype).float())
             .text_encoder_dtype(self.text_encoder_dtype.unwrap_or(self.dtype).float())
+            .vae_dtype(self.vae_dtype.unwrap_or(self.dtype).float())
             .build()?;
         let quiet = self.quiet;
         let say = |line: String| {
@@ -332,10 +336,11 @@ impl Job for GenerateArgs {
             }
         };
         say(format!(
-            "seed {}, denoiser in {:?}, text encoder in {:?}",
+            "seed {}, denoiser in {:?}, text encoder in {:?}, VAE in {:?}",
             request.seed,
             pipeline.dit_dtype(),
-            pipeline.text_encoder().dtype()
+            pipeline.text_encoder().dtype(),
+            pipeline.vae_dtype()
         ));
         let bar = if quiet {
             ProgressBar::hidden()

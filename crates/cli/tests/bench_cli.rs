@@ -106,10 +106,7 @@ fn bad_input_is_a_clear_error() {
         (&["--preset", "huge"], "invalid value 'huge'"),
         (&["--stage", "upscale"], "invalid value 'upscale'"),
         (&["--runs", "0"], "--runs must be at least 1"),
-        (
-            &["--stage", "decode", "--dtype", "bf16"],
-            "--dtype applies to --stage denoise and encode",
-        ),
+        (&["--dtype", "f64"], "invalid value 'f64'"),
         (&["--prompt-tokens", "0"], "must be at least 1"),
     ];
     for (args, message) in cases {

@@ -6,7 +6,7 @@ use sakiko_vae::VaeConfig;
 
 use crate::GenerationRequest;
 
-/// Estimated bytes per stage (weights in f32 plus the largest live activations) and the peak:
+/// Estimated bytes per stage (weights in their compute dtype plus the largest live activations) and the peak:
 /// the largest stage when components are freed between stages, their weights' sum plus the
 /// largest activations when they are kept. An order-of-magnitude guide for choosing sizes and
 /// batch counts, not a bound.
@@ -22,19 +22,18 @@ pub struct MemoryEstimate {
     pub peak: u64,
 }
 
-const F32: u64 = 4;
-
 impl MemoryEstimate {
     /// The estimate for `request` with these models (`params`: stored parameter counts of the
-    /// denoiser and VAE; `bytes`: bytes per value of the text encoder and of the denoiser, 4 for
-    /// f32, 2 for bf16/f16; weights are dequantised to these at load, whatever the file stores).
+    /// denoiser and VAE; `bytes`: bytes per value of the text encoder, the denoiser and the VAE,
+    /// 4 for f32, 2 for bf16/f16; weights are dequantised to these at load, whatever the file
+    /// stores).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         te: &Gemma2Config,
         dit: &NextDitConfig,
         vae: &VaeConfig,
         params: [u64; 2],
-        [te_bytes, dit_bytes]: [u64; 2],
+        [te_bytes, dit_bytes, vae_bytes]: [u64; 3],
         request: &GenerationRequest,
         prompt_tokens: usize,
         keep_in_memory: bool,
@@ -64,9 +63,10 @@ impl MemoryEstimate {
         // single-head attention over the lowest level.
         let pixels = u(request.width) * u(request.height) * u(request.batch);
         let low = pixels / (u(vae.downscale()) * u(vae.downscale()));
-        let vae_act = 3 * pixels * u(vae.block_out_channels.first().copied().unwrap_or(128)) * F32
-            + low * (low / u(request.batch).max(1)) * F32;
-        let vae_weights = params[1] * F32;
+        let vae_act =
+            3 * pixels * u(vae.block_out_channels.first().copied().unwrap_or(128)) * vae_bytes
+                + low * (low / u(request.batch).max(1)) * vae_bytes;
+        let vae_weights = params[1] * vae_bytes;
 
         let stages = [
             te_weights + te_act,

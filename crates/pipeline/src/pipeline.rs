@@ -75,6 +75,9 @@ pub struct PipelineOptions {
     /// The text encoder's compute dtype; `None` as for the denoiser. Norms stay f32; F16
     /// clamps to its range.
     pub text_encoder_dtype: Option<FloatDType>,
+    /// The VAE's compute dtype; `None` as for the denoiser. GroupNorms stay f32; F16 clamps to
+    /// its range.
+    pub vae_dtype: Option<FloatDType>,
 }
 
 impl Default for PipelineOptions {
@@ -86,6 +89,7 @@ impl Default for PipelineOptions {
             vae_tiling: None,
             dit_dtype: None,
             text_encoder_dtype: None,
+            vae_dtype: None,
         }
     }
 }
@@ -162,6 +166,12 @@ impl<B: Backend> PipelineBuilder<B> {
         self
     }
 
+    /// The VAE's compute dtype (`None`: automatic, see [`PipelineOptions`]).
+    pub fn vae_dtype(mut self, dtype: Option<FloatDType>) -> Self {
+        self.options.vae_dtype = dtype;
+        self
+    }
+
     /// Checks the backend, reads the tokenizer and every header, and checks that the components
     /// fit together. No weights are loaded yet.
     pub fn build(self) -> Result<Pipeline<B>, PipelineError> {
@@ -200,6 +210,7 @@ impl<B: Backend> PipelineBuilder<B> {
             Ok(dtype)
         };
         let dit_dtype = resolve(self.options.dit_dtype)?;
+        let vae_dtype = resolve(self.options.vae_dtype)?;
         let text = text.with_dtype(resolve(self.options.text_encoder_dtype)?);
         let params = [
             parameter_count(
@@ -216,6 +227,7 @@ impl<B: Backend> PipelineBuilder<B> {
             dit_config: dit,
             vae_config: vae,
             dit_dtype,
+            vae_dtype,
             params,
             dit: None,
             vae: None,
@@ -270,6 +282,7 @@ pub struct Pipeline<B: Backend> {
     dit_config: NextDitConfig,
     vae_config: VaeConfig,
     dit_dtype: FloatDType,
+    vae_dtype: FloatDType,
     /// Stored parameter counts of the denoiser and the VAE.
     params: [u64; 2],
     dit: Option<NextDit<B>>,
@@ -303,6 +316,11 @@ impl<B: Backend> Pipeline<B> {
         self.dit_dtype
     }
 
+    /// The VAE's compute dtype.
+    pub fn vae_dtype(&self) -> FloatDType {
+        self.vae_dtype
+    }
+
     /// The text encoder (tokenizer and configuration).
     pub fn text_encoder(&mut self) -> &mut TextEncoder<B> {
         &mut self.text
@@ -315,7 +333,8 @@ impl<B: Backend> Pipeline<B> {
             &self.dit_config,
             &self.vae_config,
             self.params,
-            [self.text.dtype(), self.dit_dtype].map(|d| DType::from(d).size() as u64),
+            [self.text.dtype(), self.dit_dtype, self.vae_dtype]
+                .map(|d| DType::from(d).size() as u64),
             request,
             prompt_tokens,
             self.options.keep_in_memory,
@@ -513,9 +532,10 @@ impl<B: Backend> Pipeline<B> {
             component: Component::Vae,
             path: self.files.vae.clone(),
         })?;
-        Ok(Vae::from_weights(
+        Ok(Vae::from_weights_as(
             &self.files.open_vae()?,
             Some(self.vae_config.clone()),
+            self.vae_dtype,
             &self.device,
         )?)
     }

@@ -176,6 +176,25 @@ fn half_precision_denoiser_stays_close_to_the_reference() {
 }
 
 #[test]
+fn half_precision_vae_stays_close_to_the_reference() {
+    let reference = expected_bytes("euler/image");
+    for dtype in [FloatDType::BF16, FloatDType::F16] {
+        let mut pipeline = Pipeline::<Flex>::builder(files())
+            .vae_dtype(Some(dtype))
+            .build()
+            .expect("pipeline");
+        assert_eq!(pipeline.vae_dtype(), dtype);
+        let result = pipeline
+            .generate(&case("euler"), |_| ControlFlow::Continue(()))
+            .expect("generation");
+        // The latent does not depend on the VAE; the 8-bit image moves by a few levels.
+        let worst = max_level_diff(&result.images, &reference);
+        println!("VAE {dtype:?}: image max level difference {worst}");
+        assert!(worst <= 8, "{dtype:?}: {worst} levels");
+    }
+}
+
+#[test]
 fn half_precision_text_encoder_stays_close_to_the_reference() {
     let (reference, _) = expected("euler/latent");
     let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs()));
