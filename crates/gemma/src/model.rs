@@ -481,7 +481,10 @@ impl<B: Backend> Gemma2<B> {
             softcap,
             is_causal: false,
         };
-        let a = attention(q, k, v, Some(mask), None, options)
+        // Scores and softmax in f32, as transformers' eager attention does in half precision.
+        let f32 = |t: Tensor<B, 4>| t.cast(FloatDType::F32);
+        let a = attention(f32(q), f32(k), f32(v), Some(mask), None, options)
+            .cast(FloatDType::from(x.dtype()))
             .swap_dims(1, 2)
             .reshape([b, l, heads * hd]);
         let x = clamp_fp16(
