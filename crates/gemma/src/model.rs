@@ -558,18 +558,7 @@ fn detect_config(w: &Weights<'_>) -> Gemma2Config {
 
 /// Refuses compute dtypes other than f32/bf16/f16, and those the device lacks.
 fn check_dtype<B: Backend>(dtype: FloatDType, device: &B::Device) -> Result<(), GemmaError> {
-    if !matches!(dtype, FloatDType::F32 | FloatDType::BF16 | FloatDType::F16) {
-        return Err(GemmaError::Unsupported(format!(
-            "compute dtype {dtype:?} (use F32, BF16 or F16)"
-        )));
-    }
-    if !B::supports_dtype(device, dtype.into()) {
-        return Err(GemmaError::Unsupported(format!(
-            "the {} backend cannot compute in {dtype:?} on this device",
-            B::name(device)
-        )));
-    }
-    Ok(())
+    sakiko_ops::check_compute_dtype::<B>(dtype, device).map_err(GemmaError::Unsupported)
 }
 
 /// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (`gelu_pytorch_tanh`).

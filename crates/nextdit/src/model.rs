@@ -429,18 +429,7 @@ impl<B: Backend> NextDit<B> {
 
 /// Refuses compute dtypes other than f32/bf16/f16, and those the device lacks.
 fn check_dtype<B: Backend>(dtype: FloatDType, device: &B::Device) -> Result<(), NextDitError> {
-    if !matches!(dtype, FloatDType::F32 | FloatDType::BF16 | FloatDType::F16) {
-        return Err(NextDitError::Unsupported(format!(
-            "compute dtype {dtype:?} (use F32, BF16 or F16)"
-        )));
-    }
-    if !B::supports_dtype(device, dtype.into()) {
-        return Err(NextDitError::Unsupported(format!(
-            "the {} backend cannot compute in {dtype:?} on this device",
-            B::name(device)
-        )));
-    }
-    Ok(())
+    sakiko_ops::check_compute_dtype::<B>(dtype, device).map_err(NextDitError::Unsupported)
 }
 
 /// Pads height and width circularly up to multiples of `p` (ComfyUI's handling of odd sizes).

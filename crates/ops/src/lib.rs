@@ -129,6 +129,25 @@ fn grouped<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Ten
     o.narrow(2, 0, rows).reshape([b, h, s_q, d])
 }
 
+/// Why `dtype` cannot be a model's compute dtype on `device` (only F32, BF16 and F16, and only
+/// those the device has), for the models' `Unsupported` errors.
+pub fn check_compute_dtype<B: Backend>(
+    dtype: burn::tensor::FloatDType,
+    device: &B::Device,
+) -> Result<(), String> {
+    use burn::tensor::FloatDType::{BF16, F16, F32};
+    if !matches!(dtype, F32 | BF16 | F16) {
+        return Err(format!("compute dtype {dtype:?} (use F32, BF16 or F16)"));
+    }
+    if !B::supports_dtype(device, dtype.into()) {
+        return Err(format!(
+            "the {} backend cannot compute in {dtype:?} on this device",
+            B::name(device)
+        ));
+    }
+    Ok(())
+}
+
 /// ComfyUI's `clamp_fp16`: in f16, infinities become ±65504 and NaN 0 (attention and
 /// feed-forward outputs can exceed f16's range); other dtypes pass through.
 pub fn clamp_fp16<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {

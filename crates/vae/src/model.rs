@@ -385,18 +385,7 @@ impl<B: Backend> Vae<B> {
 
 /// Refuses compute dtypes other than f32/bf16/f16, and those the device lacks.
 fn check_dtype<B: Backend>(dtype: FloatDType, device: &B::Device) -> Result<(), VaeError> {
-    if !matches!(dtype, FloatDType::F32 | FloatDType::BF16 | FloatDType::F16) {
-        return Err(VaeError::Unsupported(format!(
-            "compute dtype {dtype:?} (use F32, BF16 or F16)"
-        )));
-    }
-    if !B::supports_dtype(device, dtype.into()) {
-        return Err(VaeError::Unsupported(format!(
-            "the {} backend cannot compute in {dtype:?} on this device",
-            B::name(device)
-        )));
-    }
-    Ok(())
+    sakiko_ops::check_compute_dtype::<B>(dtype, device).map_err(VaeError::Unsupported)
 }
 
 /// What a checkpoint holds: prefix, [`Layout`] and configuration.
