@@ -36,7 +36,10 @@ pub use files::{Detected, Inspection, ModelFiles, inspect};
 #[cfg(feature = "hub")]
 pub use hub::HubSource;
 pub use memory::MemoryEstimate;
-pub use output::{Parameters, png_parameters, read_png_text, save_latent, save_tensor, write_png};
+pub use output::{
+    Parameters, a1111_parameters, png_parameters, read_png_text, save_latent, save_tensor,
+    write_png,
+};
 pub use pipeline::{Event, Generation, Pipeline, PipelineBuilder, PipelineOptions, auto_dtype};
 pub use request::{
     GenerationRequest, MAX_BATCH, OutputDepth, SIDE_MULTIPLE, SIDE_RANGE, TRAINED_TOKENS,

@@ -118,21 +118,17 @@ pub fn save_tensor<B: Backend, const D: usize>(
     safetensors::serialize_to_file([(name, view)], None, path).map_err(|e| fail(e.to_string()))
 }
 
-/// The parameters written into image `index` of a batch: one text chunk per setting (`prompt`,
-/// `negative_prompt`, `seed`, `batch_index`, `steps`, `cfg`, `guidance`, `sampler`, `scheduler`,
-/// `shift`, `width`, `height`, `denoise`, `dit`, `text_encoder`, `vae`, `software`) and an
-/// A1111-style `parameters` summary that image browsers and model sites read.
+/// The parameters written into image `index` of a batch: one plain-valued text chunk per setting
+/// (`prompt`, `negative_prompt`, `seed`, `batch_index`, `steps`, `cfg`, `guidance` and its own
+/// settings, `sampler`, `scheduler`, `shift`, `width`, `height`, `denoise`, `dit`,
+/// `text_encoder`, `vae`, `software`) and an AUTOMATIC1111 `parameters` chunk that A1111's PNG
+/// Info, image browsers and model sites read (see [`a1111_parameters`]).
 pub fn png_parameters(
     request: &crate::GenerationRequest,
     files: &crate::ModelFiles,
     index: usize,
 ) -> Parameters {
-    let name = |p: &Path| {
-        p.file_name().map_or_else(
-            || p.display().to_string(),
-            |n| n.to_string_lossy().into_owned(),
-        )
-    };
+    use sakiko_sampling::Guidance;
     let g = &request.guidance;
     let mut out: Parameters = vec![
         ("prompt".into(), request.prompt.clone()),
@@ -141,40 +137,101 @@ pub fn png_parameters(
         ("batch_index".into(), index.to_string()),
         ("steps".into(), request.steps.to_string()),
         ("cfg".into(), g.scale().to_string()),
-        ("guidance".into(), format!("{g:?}")),
+        ("guidance".into(), g.name().into()),
+    ];
+    match *g {
+        Guidance::RenormCfg { trunc, renorm, .. } => out.extend([
+            ("cfg_trunc".into(), trunc.to_string()),
+            ("renorm".into(), renorm.to_string()),
+        ]),
+        Guidance::Diffusers {
+            normalization,
+            trunc_ratio,
+            ..
+        } => out.extend([
+            ("cfg_trunc".into(), trunc_ratio.to_string()),
+            ("cfg_normalization".into(), normalization.to_string()),
+        ]),
+        Guidance::Cfg { .. } | Guidance::ZeroStar { .. } => {}
+    }
+    out.extend([
         ("sampler".into(), request.sampler.to_string()),
         ("scheduler".into(), request.scheduler.to_string()),
         ("shift".into(), request.shift.to_string()),
         ("width".into(), request.width.to_string()),
         ("height".into(), request.height.to_string()),
-    ];
+    ]);
     if request.init_image.is_some() {
         out.push(("denoise".into(), request.denoise.to_string()));
     }
     out.extend([
-        ("dit".into(), name(&files.dit)),
-        ("text_encoder".into(), name(&files.text_encoder)),
-        ("vae".into(), name(&files.vae)),
-        (
-            "software".into(),
-            concat!("sakiko-lumina ", env!("CARGO_PKG_VERSION")).into(),
-        ),
+        ("dit".into(), file_name(&files.dit)),
+        ("text_encoder".into(), file_name(&files.text_encoder)),
+        ("vae".into(), file_name(&files.vae)),
+        ("software".into(), SOFTWARE.into()),
     ]);
-    let summary = format!(
-        "{}\nNegative prompt: {}\nSteps: {}, Sampler: {}, Schedule type: {}, CFG scale: {}, \
-         Seed: {}, Size: {}x{}, Shift: {}, Model: {}",
-        request.model_text(),
-        request.negative,
-        request.steps,
-        request.sampler,
-        request.scheduler,
-        g.scale(),
-        request.seed,
-        request.width,
-        request.height,
-        request.shift,
-        name(&files.dit),
-    );
-    out.push(("parameters".into(), summary));
+    out.push(("parameters".into(), a1111_parameters(request, files)));
     out
+}
+
+const SOFTWARE: &str = concat!("sakiko-lumina ", env!("CARGO_PKG_VERSION"));
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map_or_else(
+        || p.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// The generation as AUTOMATIC1111 writes it (`create_infotext` in its `processing.py`): the
+/// user's prompt (without the fixed system prefix), `Negative prompt: …` when there is one, then
+/// one line of `Key: value` pairs in A1111's order (`Steps`, `Sampler`, `Schedule type`,
+/// `CFG scale`, `Seed`, `Size`, `Model`, `VAE`, `Denoising strength`), followed by ours (`Shift`,
+/// `Guidance`, `System prompt`, `Text encoder`, `Version`). Values holding a comma, colon or
+/// newline are JSON-quoted, as A1111's `quote()` does, so its parser reads them back.
+pub fn a1111_parameters(request: &crate::GenerationRequest, files: &crate::ModelFiles) -> String {
+    let prompt = request
+        .prompt
+        .strip_prefix(sakiko_prompt::PREFIX)
+        .map_or(request.prompt.as_str(), str::trim_start);
+    let mut fields: Vec<(&str, String)> = vec![
+        ("Steps", request.steps.to_string()),
+        ("Sampler", request.sampler.to_string()),
+        ("Schedule type", request.scheduler.to_string()),
+        ("CFG scale", request.guidance.scale().to_string()),
+        ("Seed", request.seed.to_string()),
+        ("Size", format!("{}x{}", request.width, request.height)),
+        ("Model", file_name(&files.dit)),
+        ("VAE", file_name(&files.vae)),
+    ];
+    if request.init_image.is_some() {
+        fields.push(("Denoising strength", request.denoise.to_string()));
+    }
+    fields.extend([
+        ("Shift", request.shift.to_string()),
+        ("Guidance", request.guidance.name().to_owned()),
+        ("System prompt", sakiko_prompt::PREFIX.to_owned()),
+        ("Text encoder", file_name(&files.text_encoder)),
+        ("Version", SOFTWARE.to_owned()),
+    ]);
+    let line = fields
+        .iter()
+        .map(|(k, v)| format!("{k}: {}", a1111_quote(v)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let negative = if request.negative.is_empty() {
+        String::new()
+    } else {
+        format!("\nNegative prompt: {}", request.negative)
+    };
+    format!("{prompt}{negative}\n{line}").trim().to_owned()
+}
+
+/// A1111's `quote()`: JSON string syntax for values with a comma, colon or newline.
+fn a1111_quote(v: &str) -> String {
+    if v.contains([',', ':', '\n']) {
+        serde_json::to_string(v).expect("a string serialises")
+    } else {
+        v.to_owned()
+    }
 }

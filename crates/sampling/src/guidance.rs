@@ -54,6 +54,17 @@ pub struct Guided<B: Backend> {
 }
 
 impl Guidance {
+    /// The variant's name, as the `sakiko` CLI spells it (`cfg`, `renorm-cfg`, `zero-star`,
+    /// `diffusers`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Guidance::Cfg { .. } => "cfg",
+            Guidance::RenormCfg { .. } => "renorm-cfg",
+            Guidance::ZeroStar { .. } => "zero-star",
+            Guidance::Diffusers { .. } => "diffusers",
+        }
+    }
+
     /// The guidance scale.
     pub fn scale(&self) -> f32 {
         match *self {
