@@ -178,6 +178,10 @@ pub struct GenerateArgs {
     /// The VAE's compute dtype, overriding --dtype.
     #[arg(long, value_enum, value_name = "DTYPE")]
     vae_dtype: Option<DitDtype>,
+    /// Skip the load-time check of every weight for NaN, infinity and f16 overflow (slightly
+    /// faster loading of files you trust).
+    #[arg(long)]
+    no_weight_check: bool,
     /// Decode the latent in tiles of this many latent pixels (less memory).
     #[arg(long, value_name = "N")]
     vae_tile: Option<usize>,
@@ -328,6 +332,7 @@ impl Job for GenerateArgs {
             .dit_dtype(self.dit_dtype.unwrap_or(self.dtype).float())
             .text_encoder_dtype(self.text_encoder_dtype.unwrap_or(self.dtype).float())
             .vae_dtype(self.vae_dtype.unwrap_or(self.dtype).float())
+            .check_weights(!self.no_weight_check)
             .build()?;
         let quiet = self.quiet;
         let say = |line: String| {

@@ -13,5 +13,5 @@ mod model;
 mod tokenizer;
 
 pub use config::{EncoderOptions, Gemma2Config};
-pub use model::{Detected, Gemma2, GemmaError, Hidden, PREFIXES, detect, identify};
+pub use model::{Detected, Gemma2, GemmaError, Hidden, PREFIXES, detect, identify, open_weights};
 pub use tokenizer::{BOS, GemmaTokenizer};

@@ -32,6 +32,20 @@ pub enum GemmaError {
     /// A configuration this crate cannot build.
     #[error("unsupported Gemma-2 configuration: {0}")]
     Unsupported(String),
+    /// The file's shapes match no known Gemma-2, so its configuration (head count, head width)
+    /// cannot be read from them.
+    #[error(
+        "cannot tell the configuration of the Gemma-2 text encoder in {}: {found}, which matches \
+         no known Gemma-2 (2B: hidden size 2304); pass the model's Hugging Face config.json \
+         (`--text-encoder-config config.json`, or `ModelFiles::with_text_encoder_config`)",
+        .path.display()
+    )]
+    UndetectableConfig {
+        /// The weight file.
+        path: std::path::PathBuf,
+        /// What its shapes say (e.g. `hidden size 64`).
+        found: String,
+    },
     /// Inputs that do not fit the model.
     #[error("invalid input: {0}")]
     Input(String),
@@ -250,20 +264,12 @@ impl<B: Backend> Gemma2<B> {
         device: &B::Device,
     ) -> Result<Self, GemmaError> {
         let path = path.as_ref();
-        if !path.is_dir() {
-            return Self::from_weights_as(&WeightFile::open_any(path)?, config, dtype, device);
-        }
         let config = match config {
-            Some(c) => c,
-            None => Gemma2Config::from_file(path.join("config.json"))?,
+            Some(c) => Some(c),
+            None if path.is_dir() => Some(Gemma2Config::from_file(path.join("config.json"))?),
+            None => None,
         };
-        let index = path.join("model.safetensors.index.json");
-        let file = if index.exists() {
-            WeightFile::open_index(index)?
-        } else {
-            WeightFile::open(path.join("model.safetensors"))?
-        };
-        Self::from_weights_as(&file, Some(config), dtype, device)
+        Self::from_weights_as(&open_weights(path)?, config, dtype, device)
     }
 
     /// Builds from an open weight file, computing in f32.
@@ -289,7 +295,7 @@ impl<B: Backend> Gemma2<B> {
         let w = file.scope(identify(file)?);
         let c = match config {
             Some(c) => c,
-            None => detect_config(&w),
+            None => detect_config(file, &w)?,
         };
         c.validate()?;
         c.init(device).load_weights(&w, dtype, device)
@@ -500,8 +506,21 @@ impl<B: Backend> Gemma2<B> {
     }
 }
 
-/// The configuration from the shapes (vocabulary, widths, layer count, and heads assuming the
-/// preset's head dimension); everything else from the 2B preset.
+/// Opens a Gemma-2 checkpoint: a weight file, or a Hugging Face folder (`model.safetensors` or a
+/// sharded `model.safetensors.index.json`).
+pub fn open_weights(path: impl AsRef<Path>) -> Result<WeightFile, GemmaError> {
+    let path = path.as_ref();
+    if !path.is_dir() {
+        return Ok(WeightFile::open_any(path)?);
+    }
+    let index = path.join("model.safetensors.index.json");
+    Ok(if index.exists() {
+        WeightFile::open_index(index)?
+    } else {
+        WeightFile::open(path.join("model.safetensors"))?
+    })
+}
+
 /// What a checkpoint holds, read from its header alone (no tensor is loaded).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detected {
@@ -522,8 +541,7 @@ pub fn identify(file: &WeightFile) -> Result<&'static str, GemmaError> {
 /// Identifies a Gemma-2 checkpoint and detects its configuration, without loading it.
 pub fn detect(file: &WeightFile) -> Result<Detected, GemmaError> {
     let prefix = identify(file)?;
-    let config = detect_config(&file.scope(prefix));
-    config.validate()?;
+    let config = detect_config(file, &file.scope(prefix))?;
     Ok(Detected {
         prefix,
         config,
@@ -531,29 +549,43 @@ pub fn detect(file: &WeightFile) -> Result<Detected, GemmaError> {
     })
 }
 
-fn detect_config(w: &Weights<'_>) -> Gemma2Config {
+/// The configuration from the shapes of a Gemma-2 2B-shaped checkpoint (vocabulary, widths,
+/// layer count; heads from the preset's head width); other sizes are refused, since their head
+/// width is in no shape.
+fn detect_config(file: &WeightFile, w: &Weights<'_>) -> Result<Gemma2Config, GemmaError> {
     let preset = Gemma2Config::gemma_2_2b();
     let dim = |name: &str, axis: usize, default: usize| w.shape(name).map_or(default, |s| s[axis]);
     let hd = preset.head_dim;
-    Gemma2Config {
+    let hidden_size = dim("embed_tokens.weight", 1, preset.hidden_size);
+    let (q_rows, kv_rows) = (
+        dim("layers.0.self_attn.q_proj.weight", 0, 0),
+        dim("layers.0.self_attn.k_proj.weight", 0, 0),
+    );
+    let undetectable = |found: String| GemmaError::UndetectableConfig {
+        path: file.path().to_path_buf(),
+        found,
+    };
+    if hidden_size != preset.hidden_size {
+        return Err(undetectable(format!("hidden size {hidden_size}")));
+    }
+    if q_rows == 0 || kv_rows == 0 || q_rows % hd != 0 || kv_rows % hd != 0 {
+        return Err(undetectable(format!(
+            "hidden size {hidden_size} with {q_rows}-row query and {kv_rows}-row key projections"
+        )));
+    }
+    let config = Gemma2Config {
         vocab_size: dim("embed_tokens.weight", 0, preset.vocab_size),
-        hidden_size: dim("embed_tokens.weight", 1, preset.hidden_size),
+        hidden_size,
         intermediate_size: dim("layers.0.mlp.gate_proj.weight", 0, preset.intermediate_size),
         num_hidden_layers: (0..)
             .take_while(|n| w.contains(&format!("layers.{n}.input_layernorm.weight")))
             .count(),
-        num_attention_heads: dim(
-            "layers.0.self_attn.q_proj.weight",
-            0,
-            preset.num_attention_heads * hd,
-        ) / hd,
-        num_key_value_heads: dim(
-            "layers.0.self_attn.k_proj.weight",
-            0,
-            preset.num_key_value_heads * hd,
-        ) / hd,
+        num_attention_heads: q_rows / hd,
+        num_key_value_heads: kv_rows / hd,
         ..preset
-    }
+    };
+    config.validate()?;
+    Ok(config)
 }
 
 /// Refuses compute dtypes other than f32/bf16/f16, and those the device lacks.

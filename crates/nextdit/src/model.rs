@@ -202,7 +202,7 @@ impl<B: Backend> NextDit<B> {
                 c.validate()?;
                 c
             }
-            None => detect_config(&weights, layout)?,
+            None => detect_config(file, &weights, layout)?,
         };
         config
             .init(device)
@@ -519,7 +519,7 @@ pub type Detected = sakiko_weights::Detected<Layout, NextDitConfig>;
 /// shapes, without loading it.
 pub fn detect(file: &WeightFile) -> Result<Detected, NextDitError> {
     let (prefix, layout) = identify(file)?;
-    let config = detect_config(&file.scope(prefix), layout)?;
+    let config = detect_config(file, &file.scope(prefix), layout)?;
     Ok(Detected {
         prefix,
         layout,
@@ -541,7 +541,11 @@ pub fn identify(file: &WeightFile) -> Result<(&'static str, Layout), NextDitErro
 
 /// Detects the configuration from original-named shapes (patch 2 and RoPE axes split in thirds
 /// are assumed, as in every released Lumina 2 model).
-fn detect_config(weights: &Weights<'_>, layout: Layout) -> Result<NextDitConfig, NextDitError> {
+fn detect_config(
+    file: &WeightFile,
+    weights: &Weights<'_>,
+    layout: Layout,
+) -> Result<NextDitConfig, NextDitError> {
     let has = |name: &str| weights.contains(&layout.key(name));
     let shape = |name: &str| {
         weights
@@ -596,10 +600,19 @@ fn detect_config(weights: &Weights<'_>, layout: Layout) -> Result<NextDitConfig,
         cap_feat_dim: shape("cap_embedder.1.weight")?[1],
         ..base
     };
-    config.validate()?;
+    let undetectable = |found: String| NextDitError::UndetectableConfig {
+        path: file.path().to_path_buf(),
+        found,
+    };
+    if let Err(e) = config.validate() {
+        return Err(undetectable(format!(
+            "width {d} with {heads} heads of {hd} and {kv_heads} KV heads ({e})"
+        )));
+    }
     if config.ffn_dim() != ffn {
-        return Err(NextDitError::Unsupported(format!(
-            "feed-forward width {ffn} cannot be detected; pass a config"
+        return Err(undetectable(format!(
+            "a feed-forward width of {ffn}, which no multiple_of / ffn_dim_multiplier rounding \
+             of width {d} reproduces"
         )));
     }
     Ok(config)

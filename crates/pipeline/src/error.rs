@@ -89,9 +89,53 @@ pub enum PipelineError {
         /// What went wrong.
         reason: String,
     },
+    /// A stage produced NaN or infinite values: the generation stops there instead of writing a
+    /// black or noisy image.
+    #[error(
+        "the {stage} produced non-finite values (NaN or infinity){}, computing in {}: {}",
+        .step.map(|(s, n)| format!(" at step {} of {n}", s + 1)).unwrap_or_default(),
+        dtype_name(*.dtype),
+        non_finite_hint(*.dtype)
+    )]
+    NonFinite {
+        /// The stage: `text encoder`, `denoiser`, `VAE encoder` or `VAE decoder`.
+        stage: &'static str,
+        /// The sampling step (from 0) and the step count, for the denoiser.
+        step: Option<(usize, usize)>,
+        /// The stage's compute dtype.
+        dtype: burn::tensor::FloatDType,
+    },
     /// The progress callback asked to stop.
     #[error("cancelled ({0})")]
     Cancelled(String),
+}
+
+fn dtype_name(dtype: burn::tensor::FloatDType) -> String {
+    format!("{dtype:?}").to_lowercase()
+}
+
+fn non_finite_hint(dtype: burn::tensor::FloatDType) -> &'static str {
+    if dtype == burn::tensor::FloatDType::F16 {
+        "f16 overflowed; try --dtype bf16 or f32"
+    } else {
+        "the weights may be corrupt (keep the weight check on), or this backend computes wrongly \
+         here (run `sakiko doctor`); try --dtype f32 or another backend"
+    }
+}
+
+/// `Err(NonFinite)` if `x` holds NaN or infinity (one reduction and one scalar read).
+pub(crate) fn ensure_finite<B: burn::tensor::backend::Backend, const D: usize>(
+    x: &burn::tensor::Tensor<B, D>,
+    stage: &'static str,
+    step: Option<(usize, usize)>,
+    dtype: burn::tensor::FloatDType,
+) -> Result<(), PipelineError> {
+    use burn::tensor::cast::ToElement;
+    if x.clone().is_finite().all().into_scalar().to_bool() {
+        Ok(())
+    } else {
+        Err(PipelineError::NonFinite { stage, step, dtype })
+    }
 }
 
 impl From<SamplingError> for PipelineError {

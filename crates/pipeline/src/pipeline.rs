@@ -13,6 +13,7 @@ use sakiko_vae::{Tiling, Vae, VaeConfig};
 use sakiko_weights::WeightFile;
 
 use crate::denoiser::{Conditioning, LuminaDenoiser};
+use crate::error::ensure_finite;
 use crate::request::{OutputDepth, SIDE_MULTIPLE, TRAINED_TOKENS};
 use crate::{Component, GenerationRequest, MemoryEstimate, ModelFiles, PipelineError, TextEncoder};
 
@@ -78,6 +79,9 @@ pub struct PipelineOptions {
     /// The VAE's compute dtype; `None` as for the denoiser. GroupNorms stay f32; F16 clamps to
     /// its range.
     pub vae_dtype: Option<FloatDType>,
+    /// Check every weight at load for NaN, infinity and values beyond f16's range when loaded in
+    /// f16 (on by default: one pass over values already in memory).
+    pub check_weights: bool,
 }
 
 impl Default for PipelineOptions {
@@ -90,6 +94,7 @@ impl Default for PipelineOptions {
             dit_dtype: None,
             text_encoder_dtype: None,
             vae_dtype: None,
+            check_weights: true,
         }
     }
 }
@@ -172,6 +177,12 @@ impl<B: Backend> PipelineBuilder<B> {
         self
     }
 
+    /// Check weights for NaN, infinity and f16 overflow at load (on by default).
+    pub fn check_weights(mut self, on: bool) -> Self {
+        self.options.check_weights = on;
+        self
+    }
+
     /// Checks the backend, reads the tokenizer and every header, and checks that the components
     /// fit together. No weights are loaded yet.
     pub fn build(self) -> Result<Pipeline<B>, PipelineError> {
@@ -211,7 +222,9 @@ impl<B: Backend> PipelineBuilder<B> {
         };
         let dit_dtype = resolve(self.options.dit_dtype)?;
         let vae_dtype = resolve(self.options.vae_dtype)?;
-        let text = text.with_dtype(resolve(self.options.text_encoder_dtype)?);
+        let text = text
+            .with_dtype(resolve(self.options.text_encoder_dtype)?)
+            .with_weight_check(self.options.check_weights);
         let params = [
             parameter_count(
                 &dit_file,
@@ -403,7 +416,10 @@ impl<B: Backend> Pipeline<B> {
         let latent = match &request.init_image {
             Some(image) => {
                 let vae = self.take_vae(&mut emit)?;
-                let encoded = encode_image(&vae, image, request, &self.device);
+                let encoded = encode_image(&vae, image, request, &self.device).and_then(|z| {
+                    ensure_finite(&z, "VAE encoder", None, self.vae_dtype)?;
+                    Ok(z)
+                });
                 self.vae = Some(vae);
                 encoded?.repeat_dim(0, b)
             }
@@ -420,29 +436,51 @@ impl<B: Backend> Pipeline<B> {
         let dit = self.take_dit(&mut emit)?;
         let mut denoiser = LuminaDenoiser::new(&dit, positive, negative);
         let mut ancestral = TorchNoise::new(request.seed, request.noise_kernel);
+        // The first failure inside the step callback: NaN/infinity in the latent, or a cancel.
+        let mut stopped = None;
         let sampled = sample(
             &request.sampler_config(),
             &mut denoiser,
             x,
             &sigmas,
             &mut ancestral,
-            |info| match emit(Event::Step {
-                step: info.step,
-                steps: info.steps,
-                sigma: info.sigma,
-            }) {
-                Ok(()) => ControlFlow::Continue(()),
-                Err(_) => ControlFlow::Break(()),
+            |info| {
+                let step = Some((info.step, info.steps));
+                let checked =
+                    ensure_finite(info.x, "denoiser", step, self.dit_dtype).and_then(|()| {
+                        emit(Event::Step {
+                            step: info.step,
+                            steps: info.steps,
+                            sigma: info.sigma,
+                        })
+                    });
+                match checked {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        stopped.get_or_insert(e);
+                        ControlFlow::Break(())
+                    }
+                }
             },
         );
         drop(denoiser);
         self.put_dit(dit, &mut emit)?;
+        // (The sampler ignores a break after its last step; the failure still counts.)
+        if let Some(e @ PipelineError::NonFinite { .. }) = stopped {
+            return Err(e);
+        }
         let latent = FlowSampling::inverse_noise_scaling(sigmas[sigmas.len() - 1], sampled?);
 
         // Image.
         let vae = self.take_vae(&mut emit)?;
         emit(Event::Decode)?;
-        let decoded = decode(&vae, latent.clone(), self.options.vae_tiling, request.depth);
+        let decoded = decode(
+            &vae,
+            latent.clone(),
+            self.options.vae_tiling,
+            request.depth,
+            self.vae_dtype,
+        );
         if self.options.keep_in_memory {
             self.vae = Some(vae);
         } else {
@@ -498,7 +536,10 @@ impl<B: Backend> Pipeline<B> {
             path: self.files.dit.clone(),
         })?;
         Ok(NextDit::from_weights_as(
-            &self.files.open_dit()?,
+            &self
+                .files
+                .open_dit()?
+                .with_value_check(self.options.check_weights),
             Some(self.dit_config.clone()),
             self.dit_dtype,
             &self.device,
@@ -533,7 +574,10 @@ impl<B: Backend> Pipeline<B> {
             path: self.files.vae.clone(),
         })?;
         Ok(Vae::from_weights_as(
-            &self.files.open_vae()?,
+            &self
+                .files
+                .open_vae()?
+                .with_value_check(self.options.check_weights),
             Some(self.vae_config.clone()),
             self.vae_dtype,
             &self.device,
@@ -566,12 +610,14 @@ fn decode<B: Backend>(
     latent: Tensor<B, 4>,
     tiling: Option<Tiling>,
     depth: OutputDepth,
+    dtype: FloatDType,
 ) -> Result<Vec<DynamicImage>, PipelineError> {
     let z = vae.latent_format().to_vae(latent);
     let pixels = match tiling {
         Some(t) => vae.decode_tiled(z, t)?,
         None => vae.decode(z)?,
     };
+    ensure_finite(&pixels, "VAE decoder", None, dtype)?;
     Ok(match depth {
         OutputDepth::Eight => sakiko_vae::to_rgb8(pixels)
             .into_iter()

@@ -27,6 +27,7 @@ pub struct TextEncoder<B: Backend> {
     config: Gemma2Config,
     options: EncoderOptions,
     dtype: FloatDType,
+    check_weights: bool,
     device: B::Device,
     model: Option<Gemma2<B>>,
 }
@@ -44,6 +45,7 @@ impl<B: Backend> TextEncoder<B> {
             config: files.text_encoder_config()?,
             options,
             dtype: FloatDType::F32,
+            check_weights: true,
             device,
             model: None,
         })
@@ -56,6 +58,13 @@ impl<B: Backend> TextEncoder<B> {
             self.model = None;
         }
         self.dtype = dtype;
+        self
+    }
+
+    /// Whether loading checks the weights for NaN, infinity and values beyond f16's range (on
+    /// by default; see `sakiko_weights::WeightFile::with_value_check`).
+    pub fn with_weight_check(mut self, on: bool) -> Self {
+        self.check_weights = on;
         self
     }
 
@@ -88,8 +97,9 @@ impl<B: Backend> TextEncoder<B> {
     }
 
     fn read(&self) -> Result<Gemma2<B>, PipelineError> {
-        Ok(Gemma2::load_as(
-            &self.path,
+        let file = sakiko_gemma::open_weights(&self.path)?.with_value_check(self.check_weights);
+        Ok(Gemma2::from_weights_as(
+            &file,
             Some(self.config.clone()),
             self.dtype,
             &self.device,
@@ -102,7 +112,8 @@ impl<B: Backend> TextEncoder<B> {
     }
 
     /// The conditioning for `ids`: `hidden_states[-2]`, `[1, ids.len(), hidden]`. Loads the
-    /// weights if needed (and keeps them).
+    /// weights if needed (and keeps them). NaN or infinity in it is a
+    /// [`PipelineError::NonFinite`].
     pub fn encode(&mut self, ids: &[u32]) -> Result<Tensor<B, 3>, PipelineError> {
         let model = match self.model.take() {
             Some(m) => m,
@@ -110,6 +121,8 @@ impl<B: Backend> TextEncoder<B> {
         };
         let hidden = model.forward(&[ids.to_vec()], self.options, &self.device);
         self.model = Some(model);
-        Ok(hidden?.conditioning().narrow(1, 0, ids.len()))
+        let cond = hidden?.conditioning().narrow(1, 0, ids.len());
+        crate::error::ensure_finite(&cond, "text encoder", None, self.dtype)?;
+        Ok(cond)
     }
 }

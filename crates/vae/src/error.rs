@@ -11,6 +11,19 @@ pub enum VaeError {
     /// The configuration is not a FLUX-style autoencoder this crate can build.
     #[error("unsupported VAE configuration: {0}")]
     Unsupported(String),
+    /// The file's shapes fit no FLUX-style autoencoder, so its configuration cannot be read from
+    /// them (GroupNorm's group count is in no shape).
+    #[error(
+        "cannot tell the configuration of the VAE in {}: {found}; pass the model's diffusers \
+         config.json (`--vae-config config.json`, or `ModelFiles::with_vae_config`)",
+        .path.display()
+    )]
+    UndetectableConfig {
+        /// The weight file.
+        path: std::path::PathBuf,
+        /// What its shapes say.
+        found: String,
+    },
     /// An input tensor with the wrong number of channels.
     #[error("{what} has {found} channels, the VAE expects {expected}")]
     Channels {

@@ -301,7 +301,7 @@ impl<B: Backend> Vae<B> {
                 c.validate()?;
                 c
             }
-            None => detect_config(&weights, layout)?,
+            None => detect_config(file, &weights, layout)?,
         };
         config
             .init(device)
@@ -395,7 +395,7 @@ pub type Detected = sakiko_weights::Detected<Layout, VaeConfig>;
 /// loading it.
 pub fn detect(file: &WeightFile) -> Result<Detected, VaeError> {
     let (prefix, layout) = identify(file)?;
-    let config = detect_config(&file.scope(prefix), layout)?;
+    let config = detect_config(file, &file.scope(prefix), layout)?;
     Ok(Detected {
         prefix,
         layout,
@@ -417,14 +417,37 @@ pub fn identify(file: &WeightFile) -> Result<(&'static str, Layout), VaeError> {
     Ok((prefix, layout))
 }
 
-fn detect_config(weights: &Weights<'_>, layout: Layout) -> Result<VaeConfig, VaeError> {
+/// The configuration from the shapes, with FLUX's 32 normalisation groups; channel counts those
+/// groups do not divide mean another model, whose configuration the user has to give.
+fn detect_config(
+    file: &WeightFile,
+    weights: &Weights<'_>,
+    layout: Layout,
+) -> Result<VaeConfig, VaeError> {
     let levels = (0..)
         .take_while(|i| {
             weights.contains(&layout.key(&format!("encoder.down.{i}.block.0.conv1.weight"), 0))
         })
         .count();
-    VaeConfig::detect_with(
+    let config = VaeConfig::detect_with(
         |name| weights.shape(&layout.key(name, levels)),
         |name| weights.contains(&layout.key(&format!("{name}.weight"), levels)),
-    )
+    )?;
+    let groups = config.norm_num_groups;
+    if let Some(c) = config
+        .block_out_channels
+        .iter()
+        .find(|&&c| !c.is_multiple_of(groups))
+    {
+        return Err(VaeError::UndetectableConfig {
+            path: file.path().to_path_buf(),
+            found: format!(
+                "levels of {:?} channels, which FLUX's {groups} normalisation groups do not \
+                 divide ({c})",
+                config.block_out_channels
+            ),
+        });
+    }
+    config.validate()?;
+    Ok(config)
 }

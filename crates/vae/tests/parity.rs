@@ -207,7 +207,7 @@ fn detection_needs_a_config_for_narrow_models() {
     let file = WeightFile::open(fixture("ae_bf16_prefixed.safetensors")).unwrap();
     let err = Vae::<B>::from_weights(&file, None, &Default::default()).unwrap_err();
     assert!(
-        matches!(err, VaeError::Unsupported(ref m) if m.contains("not divisible into 32 groups")),
+        matches!(err, VaeError::UndetectableConfig { ref found, .. } if found.contains("32 normalisation groups do not divide (8)")),
         "{err}"
     );
 }

@@ -77,6 +77,39 @@ pub enum WeightError {
         /// What is wrong.
         reason: String,
     },
+    /// A tensor holds NaN or infinite values: the file is corrupt or was saved from a run that
+    /// failed numerically. Found by the value check at load ([`crate::WeightFile::with_value_check`]).
+    #[error(
+        "{path}: tensor `{key}` holds {count} non-finite values (the first, at index {index}, is \
+         {value}); the file is corrupt or was saved from a failed run: use another copy (or load \
+         it anyway without the weight check: `sakiko generate --no-weight-check`)"
+    )]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The full key.
+        key: String,
+        /// How many values are NaN or infinite.
+        count: usize,
+        /// The first one's flat index.
+        index: usize,
+        /// Its value.
+        value: f32,
+    },
+    /// A tensor holds values beyond the range of the half-precision dtype it is loaded in (they
+    /// would become infinite).
+    #[error(
+        "{path}: tensor `{key}` holds {value}, beyond f16's range (±65504): load this model in \
+         bf16 or f32 (`--dtype`)"
+    )]
+    OutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// The full key.
+        key: String,
+        /// The largest magnitude found.
+        value: f32,
+    },
     /// A `config.json` could not be read or parsed.
     #[error("{path}: {reason}")]
     Config {

@@ -71,6 +71,7 @@ pub struct WeightFile {
     shards: Vec<Shard>,
     tensors: HashMap<String, (usize, Stored)>,
     metadata: BTreeMap<String, MetaValue>,
+    check_values: bool,
 }
 
 impl WeightFile {
@@ -84,7 +85,23 @@ impl WeightFile {
             }],
             tensors: tensors.into_iter().map(|(k, v)| (k, (0, v))).collect(),
             metadata: BTreeMap::new(),
+            check_values: true,
         }
+    }
+
+    /// Sets whether loading a model from this file checks every value (on by default): NaN or
+    /// infinite weights are a [`WeightError::NonFinite`] naming the tensor, and weights beyond
+    /// f16's range loaded in f16 a [`WeightError::OutOfRange`], instead of a model that silently
+    /// computes garbage. The check is one pass over values already in memory; turning it off
+    /// saves that pass for trusted files.
+    pub fn with_value_check(mut self, on: bool) -> Self {
+        self.check_values = on;
+        self
+    }
+
+    /// Whether loading checks values (see [`WeightFile::with_value_check`]).
+    pub fn checks_values(&self) -> bool {
+        self.check_values
     }
 
     /// Opens one safetensors file and validates its header against the file size.
@@ -141,6 +158,7 @@ impl WeightFile {
             shards: vec![Shard { path, file: None }],
             tensors,
             metadata: BTreeMap::new(),
+            check_values: true,
         })
     }
 
@@ -200,6 +218,7 @@ impl WeightFile {
             shards,
             tensors,
             metadata: BTreeMap::new(),
+            check_values: true,
         })
     }
 

@@ -20,6 +20,7 @@
 //! ```
 
 mod dtype;
+mod edit;
 mod error;
 mod file;
 mod gguf;
@@ -32,6 +33,7 @@ mod synthetic;
 use std::path::{Path, PathBuf};
 
 pub use dtype::{StoredDtype, decode_f32};
+pub use edit::write_edited;
 pub use error::WeightError;
 pub use file::{Format, WeightFile};
 pub use gguf::MetaValue;

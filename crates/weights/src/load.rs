@@ -101,6 +101,14 @@ impl<F: FnMut(&str, &[usize]) -> Result<ParamSource, WeightError>> Loader<'_, '_
                 found: stored,
             });
         }
+        if file.checks_values() {
+            check_values(&values, source.dtype, || {
+                (
+                    file.path().to_path_buf(),
+                    self.weights.key(&source.keys.join(" + ")),
+                )
+            })?;
+        }
         if source.transpose {
             // [out, in] → [in, out], row-major: Burn multiplies contiguous weights correctly
             // on every backend (a transposed view trips its fusion; see sakiko-ops).
@@ -115,6 +123,37 @@ impl<F: FnMut(&str, &[usize]) -> Result<ParamSource, WeightError>> Loader<'_, '_
         }
         Ok((TensorData::new(values, shape.to_vec()), source.dtype))
     }
+}
+
+/// The load-time value check: no NaN or infinity, and nothing an f16 parameter cannot hold.
+fn check_values(
+    values: &[f32],
+    dtype: FloatDType,
+    name: impl Fn() -> (std::path::PathBuf, String),
+) -> Result<(), WeightError> {
+    let count = values.iter().filter(|v| !v.is_finite()).count();
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        let (path, key) = name();
+        return Err(WeightError::NonFinite {
+            path,
+            key,
+            count,
+            index,
+            value: values[index],
+        });
+    }
+    if dtype == FloatDType::F16 {
+        let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        if max > f32::from(half::f16::MAX) {
+            let (path, key) = name();
+            return Err(WeightError::OutOfRange {
+                path,
+                key,
+                value: max,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl<B: Backend, F: FnMut(&str, &[usize]) -> Result<ParamSource, WeightError>> ModuleMapper<B>

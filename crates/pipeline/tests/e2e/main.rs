@@ -634,3 +634,4 @@ fn models_folder_discovery() {
 }
 
 mod lowp;
+mod trust;
