@@ -2,6 +2,7 @@
 
 use burn::tensor::backend::Backend;
 use clap::ValueEnum;
+use serde::Serialize;
 
 use crate::CliError;
 
@@ -35,13 +36,59 @@ impl BackendChoice {
             #[cfg(feature = "cuda")]
             BackendChoice::Cuda => job.run::<burn::backend::Cuda>(Default::default()),
             #[allow(unreachable_patterns)]
-            other => {
-                let name = format!("{other:?}").to_lowercase();
-                Err(CliError::Usage(format!(
-                    "this `sakiko` was built without the {name} backend; rebuild it with \
-                     `cargo install sakiko-cli --features {name}`"
-                )))
-            }
+            other => Err(other.not_compiled()),
         }
     }
+
+    /// The error for a backend this binary was built without.
+    pub fn not_compiled(self) -> CliError {
+        let name = format!("{self:?}").to_lowercase();
+        CliError::Usage(format!(
+            "this `sakiko` was built without the {name} backend; rebuild it with \
+             `cargo install sakiko-cli --features {name}`"
+        ))
+    }
+}
+
+/// The backend settings that ran.
+#[derive(Debug, Serialize)]
+pub struct Settings {
+    /// CPU threads (Flex's rayon pool; `RAYON_NUM_THREADS` or every core).
+    pub threads: usize,
+    /// Flex: rayon + SIMD; CUDA / wgpu: autotune and fusion.
+    pub features: Vec<&'static str>,
+}
+
+/// The settings of backend `B` in this build.
+pub fn settings<B: Backend>() -> Settings {
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1);
+    let features = match sakiko_pipeline::backend_name::<B>().as_str() {
+        "flex" => vec!["rayon", "simd"],
+        _ => vec!["autotune", "fusion"],
+    };
+    Settings { threads, features }
+}
+
+/// The GPU wgpu picks by default (Burn's default device asks for the high-performance one), with
+/// its driver, as wgpu reports it.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_adapter() -> Option<String> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::PRIMARY,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let options = wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    };
+    let adapter = futures_lite::future::block_on(instance.request_adapter(&options)).ok()?;
+    let info = adapter.get_info();
+    Some(format!(
+        "{} ({:?}, {:?}; driver: {} {})",
+        info.name, info.backend, info.device_type, info.driver, info.driver_info
+    ))
 }

@@ -18,7 +18,7 @@ use sakiko_weights::WeightFile;
 use serde::Serialize;
 
 use crate::CliError;
-use crate::backend::{BackendChoice, Job};
+use crate::backend::{BackendChoice, Job, Settings, settings};
 use crate::generate::DitDtype;
 
 /// What `sakiko bench` times.
@@ -117,14 +117,6 @@ struct Report {
     load_s: f64,
     peak_rss_mib: Option<f64>,
     settings: Settings,
-}
-
-/// The backend settings that ran.
-#[derive(Debug, Serialize)]
-struct Settings {
-    threads: usize,
-    /// Flex: rayon + SIMD; CUDA / wgpu: autotune and fusion.
-    features: Vec<&'static str>,
 }
 
 impl BenchArgs {
@@ -365,19 +357,6 @@ fn print_text(r: &Report) {
     );
 }
 
-fn settings<B: Backend>() -> Settings {
-    let threads = std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-        .unwrap_or(1);
-    let features = match sakiko_pipeline::backend_name::<B>().as_str() {
-        "flex" => vec!["rayon", "simd"],
-        _ => vec!["autotune", "fusion"],
-    };
-    Settings { threads, features }
-}
-
 fn dit_preset(p: Preset) -> NextDitConfig {
     let base = NextDitConfig::lumina2_2b();
     let sized = |d, layers, refiners, heads, kv, axes: [usize; 3], cap| NextDitConfig {
@@ -391,7 +370,7 @@ fn dit_preset(p: Preset) -> NextDitConfig {
         ..base.clone()
     };
     match p {
-        Preset::Tiny => sized(64, 2, 1, 4, 2, [8, 4, 4], 64),
+        Preset::Tiny => NextDitConfig::tiny(),
         Preset::Mid => sized(768, 4, 2, 12, 4, [24, 20, 20], 768),
         Preset::TwoB => base,
     }
@@ -404,7 +383,7 @@ fn vae_preset(p: Preset) -> VaeConfig {
         ..VaeConfig::flux()
     };
     match p {
-        Preset::Tiny => sized([32, 32, 64, 64], 1),
+        Preset::Tiny => VaeConfig::tiny(),
         Preset::Mid => sized([32, 64, 128, 128], 2),
         Preset::TwoB => VaeConfig::flux(),
     }
@@ -424,7 +403,7 @@ fn gemma_preset(p: Preset) -> Gemma2Config {
         ..base.clone()
     };
     match p {
-        Preset::Tiny => sized(1000, 64, 256, 2, 4, 2, 16),
+        Preset::Tiny => Gemma2Config::tiny(),
         Preset::Mid => sized(32000, 768, 3072, 6, 8, 4, 96),
         Preset::TwoB => base,
     }

@@ -322,6 +322,17 @@ impl Job for GenerateArgs {
     fn run<B: Backend>(self, device: B::Device) -> Result<(), CliError> {
         let request = self.request()?;
         request.validate()?;
+        // Found out now, not after minutes of generating.
+        for path in std::iter::once(&self.output).chain(&self.save_latent) {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            if let Some(dir) = dir.filter(|d| !d.is_dir()) {
+                return Err(CliError::Usage(format!(
+                    "cannot write {}: the folder {} does not exist",
+                    path.display(),
+                    dir.display()
+                )));
+            }
+        }
         let files = self.files()?;
         let mut pipeline = Pipeline::<B>::builder(files)
             .device(device)

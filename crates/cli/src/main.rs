@@ -2,6 +2,8 @@
 
 mod backend;
 mod bench;
+#[cfg(feature = "flex")]
+mod doctor;
 mod generate;
 mod models;
 mod prompt;
@@ -32,6 +34,10 @@ enum Command {
     Inspect(models::InspectArgs),
     /// Time one stage (denoise, decode, encode) with random weights made in memory.
     Bench(Box<bench::BenchArgs>),
+    /// Check that a backend computes right here: small models and risky kernels on it against
+    /// Flex in f32, each difference against its tolerance, and a verdict (exit 1 if any fails).
+    #[cfg(feature = "flex")]
+    Doctor(doctor::DoctorArgs),
     /// Build, check and normalise prompts.
     #[command(subcommand)]
     Prompt(prompt::PromptCommand),
@@ -62,6 +68,8 @@ fn main() -> ExitCode {
         Command::Schedule(args) => args.run(),
         Command::Inspect(args) => args.run(),
         Command::Bench(args) => args.run(),
+        #[cfg(feature = "flex")]
+        Command::Doctor(args) => args.run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -78,6 +78,22 @@ impl Gemma2Config {
         v
     }
 
+    /// A test-sized Gemma-2 (vocabulary 1000, width 64, 2 layers, 4 query and 2 KV heads of 16),
+    /// for `sakiko bench --preset tiny` and `sakiko doctor`.
+    pub fn tiny() -> Self {
+        Self {
+            vocab_size: 1000,
+            hidden_size: 64,
+            intermediate_size: 256,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 16,
+            query_pre_attn_scalar: 16.0,
+            ..Self::gemma_2_2b()
+        }
+    }
+
     /// google/gemma-2-2b, as in `gemma_2_2b_fp16.safetensors`.
     pub fn gemma_2_2b() -> Self {
         Self {

@@ -382,7 +382,9 @@ fn f16_overflow_is_clamped() {
         .collect();
     safetensors::serialize_to_file(views, None, &path).unwrap();
     let (config, options) = variant("plain");
-    let file = WeightFile::open(&path).unwrap();
+    // The scaled weights exceed f16's range themselves, which the load check refuses; this
+    // test is about the activations' guard, so it loads them anyway.
+    let file = WeightFile::open(&path).unwrap().with_value_check(false);
     let model =
         Gemma2::<Flex>::from_weights_as(&file, Some(config), FloatDType::F16, &device).unwrap();
     let hidden = model

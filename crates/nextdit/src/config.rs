@@ -102,6 +102,22 @@ impl NextDitConfig {
         v
     }
 
+    /// A test-sized model with the real one's structure (width 64, 4 query and 2 KV heads,
+    /// 2 layers, 1 refiner of each kind, 64-wide captions): milliseconds per step on any machine,
+    /// for `sakiko bench --preset tiny` and `sakiko doctor`.
+    pub fn tiny() -> Self {
+        Self {
+            hidden_size: 64,
+            num_layers: 2,
+            num_refiner_layers: 1,
+            num_attention_heads: 4,
+            num_kv_heads: 2,
+            axes_dim_rope: vec![8, 4, 4],
+            cap_feat_dim: 64,
+            ..Self::lumina2_2b()
+        }
+    }
+
     /// Lumina-Image-2.0 / Neta-Lumina / Sakiko-Lumina (2.6B).
     pub fn lumina2_2b() -> Self {
         Self {

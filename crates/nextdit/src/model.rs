@@ -605,8 +605,13 @@ fn detect_config(
         found,
     };
     if let Err(e) = config.validate() {
+        let why = match e {
+            NextDitError::Unsupported(why) => why,
+            other => other.to_string(),
+        };
         return Err(undetectable(format!(
-            "width {d} with {heads} heads of {hd} and {kv_heads} KV heads ({e})"
+            "width {d} with {heads} heads of {hd} and {kv_heads} KV heads, which no released \
+             Lumina 2 layout fits ({why})"
         )));
     }
     if config.ffn_dim() != ffn {

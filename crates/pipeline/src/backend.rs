@@ -64,7 +64,8 @@ pub fn backend_name<B: Backend>() -> String {
         .map_or_else(|| full.to_owned(), |n| n.to_lowercase())
 }
 
-fn payload_text(payload: &(dyn Any + Send)) -> String {
+/// A panic's message (`String` or `&str` payloads).
+pub(crate) fn payload_text(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<String>()
         .cloned()

@@ -19,6 +19,7 @@
 
 mod backend;
 mod denoiser;
+pub mod doctor;
 mod error;
 mod files;
 #[cfg(feature = "hub")]

@@ -58,6 +58,16 @@ fn yes() -> bool {
 }
 
 impl VaeConfig {
+    /// A test-sized FLUX-style autoencoder (levels of 32, 32, 64 and 64 channels, one block per
+    /// level), for `sakiko bench --preset tiny` and `sakiko doctor`.
+    pub fn tiny() -> Self {
+        Self {
+            block_out_channels: vec![32, 32, 64, 64],
+            layers_per_block: 1,
+            ..Self::flux()
+        }
+    }
+
     /// The FLUX.1 autoencoder (`ae.safetensors`) that Lumina 2, Neta-Lumina and Sakiko-Lumina use.
     pub fn flux() -> Self {
         Self {

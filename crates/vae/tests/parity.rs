@@ -350,7 +350,9 @@ fn f16_overflow_is_clamped() {
         .collect();
     safetensors::serialize_to_file(views, None, &path).unwrap();
     let device = Default::default();
-    let file = WeightFile::open(&path).unwrap();
+    // The scaled weights exceed f16's range themselves, which the load check refuses; this
+    // test is about the activations' guard, so it loads them anyway.
+    let file = WeightFile::open(&path).unwrap().with_value_check(false);
     let vae = Vae::<Flex>::from_weights_as(&file, Some(config), FloatDType::F16, &device).unwrap();
     let image = vae.decode(io("decode/z", &device)).unwrap();
     let finite: bool = image.is_finite().all().into_scalar();

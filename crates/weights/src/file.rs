@@ -72,6 +72,8 @@ pub struct WeightFile {
     tensors: HashMap<String, (usize, Stored)>,
     metadata: BTreeMap<String, MetaValue>,
     check_values: bool,
+    /// The largest magnitude of a synthetic checkpoint's values.
+    amplitude: f32,
 }
 
 impl WeightFile {
@@ -86,6 +88,7 @@ impl WeightFile {
             tensors: tensors.into_iter().map(|(k, v)| (k, (0, v))).collect(),
             metadata: BTreeMap::new(),
             check_values: true,
+            amplitude: crate::synthetic::AMPLITUDE,
         }
     }
 
@@ -129,6 +132,18 @@ impl WeightFile {
         tensors: &[(String, Vec<usize>)],
         dtype: Dtype,
     ) -> Result<Self, WeightError> {
+        Self::synthetic_with(name, tensors, dtype, crate::synthetic::AMPLITUDE)
+    }
+
+    /// [`WeightFile::synthetic`] with values up to `amplitude` in magnitude: weights large enough
+    /// that small models compute activations of order one (`sakiko doctor`'s models), so that no
+    /// near-zero layer can hide a wrong kernel.
+    pub fn synthetic_with(
+        name: impl Into<PathBuf>,
+        tensors: &[(String, Vec<usize>)],
+        dtype: Dtype,
+        amplitude: f32,
+    ) -> Result<Self, WeightError> {
         let path = name.into();
         if !matches!(dtype, Dtype::F16 | Dtype::BF16) {
             return Err(WeightError::Dtype {
@@ -159,6 +174,7 @@ impl WeightFile {
             tensors,
             metadata: BTreeMap::new(),
             check_values: true,
+            amplitude,
         })
     }
 
@@ -219,6 +235,7 @@ impl WeightFile {
             tensors,
             metadata: BTreeMap::new(),
             check_values: true,
+            amplitude: crate::synthetic::AMPLITUDE,
         })
     }
 
@@ -320,6 +337,7 @@ impl WeightFile {
                 stored.offset as usize,
                 stored.len / 2,
                 dtype,
+                self.amplitude,
             ));
         };
         let mut bytes = vec![0u8; stored.len];

@@ -53,22 +53,25 @@ pub fn write_synthetic(
     out.write_all(&json).map_err(io)?;
     let mut offset = 0;
     for (_, shape) in tensors {
-        let bytes = synthetic_bytes(offset, shape.iter().product(), dtype);
+        let bytes = synthetic_bytes(offset, shape.iter().product(), dtype, AMPLITUDE);
         out.write_all(&bytes).map_err(io)?;
         offset += bytes.len();
     }
     out.flush().map_err(io)
 }
 
-/// The little-endian bytes of `n` random values (|v| ≤ 0.02) in `dtype` (F16 or BF16) for the
-/// tensor at data offset `offset` of a synthetic checkpoint; the same for the same arguments, so
-/// [`write_synthetic`] files and [`WeightFile::synthetic`] hold the same values.
-pub(crate) fn synthetic_bytes(offset: usize, n: usize, dtype: Dtype) -> Vec<u8> {
+/// The default largest magnitude of synthetic values.
+pub(crate) const AMPLITUDE: f32 = 0.02;
+
+/// The little-endian bytes of `n` random values (|v| ≤ `amplitude`) in `dtype` (F16 or BF16)
+/// for the tensor at data offset `offset` of a synthetic checkpoint; the same for the same
+/// arguments, so [`write_synthetic`] files and [`WeightFile::synthetic`] hold the same values.
+pub(crate) fn synthetic_bytes(offset: usize, n: usize, dtype: Dtype, amplitude: f32) -> Vec<u8> {
     let mut state = (offset as u32).wrapping_mul(2_654_435_761).wrapping_add(1);
     let mut bytes = Vec::with_capacity(n * dtype.bitsize() / 8);
     for _ in 0..n {
         state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-        let v = ((state >> 9) as f32 / (1 << 23) as f32 - 0.5) * 0.04;
+        let v = ((state >> 9) as f32 / (1 << 23) as f32 - 0.5) * 2.0 * amplitude;
         match dtype {
             Dtype::F16 => bytes.extend(half::f16::from_f32(v).to_le_bytes()),
             _ => bytes.extend(half::bf16::from_f32(v).to_le_bytes()),

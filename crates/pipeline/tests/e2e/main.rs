@@ -633,5 +633,6 @@ fn models_folder_discovery() {
     assert!(chosen.dit.ends_with("diffusion_models/another.safetensors"));
 }
 
+mod doctor;
 mod lowp;
 mod trust;
