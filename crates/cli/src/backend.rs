@@ -92,3 +92,25 @@ pub fn wgpu_adapter() -> Option<String> {
         info.name, info.backend, info.device_type, info.driver, info.driver_info
     ))
 }
+
+/// The first NVIDIA GPU's model and the driver version, as the Linux driver reports them under
+/// `/proc/driver/nvidia` (CUDA itself names neither through Burn).
+#[cfg(feature = "cuda")]
+pub fn cuda_adapter() -> Option<String> {
+    let gpus = std::fs::read_dir("/proc/driver/nvidia/gpus").ok()?;
+    let mut dirs: Vec<_> = gpus.filter_map(Result::ok).map(|e| e.path()).collect();
+    dirs.sort();
+    let info = std::fs::read_to_string(dirs.first()?.join("information")).ok()?;
+    let model = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Model:"))?
+        .trim()
+        .to_owned();
+    let driver = std::fs::read_to_string("/proc/driver/nvidia/version")
+        .ok()
+        .and_then(|v| v.lines().next().map(str::to_owned));
+    Some(match driver {
+        Some(d) => format!("{model} (driver: {})", d.trim()),
+        None => model,
+    })
+}

@@ -76,7 +76,8 @@ impl DoctorArgs {
             // (burn-cuda does not export its unfused backend, so CUDA checks the fused path.)
             #[cfg(feature = "cuda")]
             BackendChoice::Cuda => {
-                self.check::<burn::backend::Cuda>(Default::default(), None, |dev, dtype| {
+                let adapter = crate::backend::cuda_adapter();
+                self.check::<burn::backend::Cuda>(Default::default(), adapter, |dev, dtype| {
                     vec![path::<burn::backend::Cuda>("fusion", dev, dtype)]
                 })?
             }
