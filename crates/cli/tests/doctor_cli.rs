@@ -58,7 +58,7 @@ fn flex_passes_and_says_what_ran() {
             "  ok    attention, batch 2, ragged keys (77, 40)",
         ))
         .stdout(predicate::str::contains("  skip  f16 overflow guard"))
-        .stdout(predicate::str::ends_with("verdict: all 13 checks passed\n"));
+        .stdout(predicate::str::ends_with("verdict: all 14 checks passed\n"));
 }
 
 #[test]
@@ -70,7 +70,7 @@ fn flex_json_in_half_precision() {
         assert_eq!(report["reference"], "flex, f32");
         assert_eq!(report["settings"]["features"][0], "rayon");
         let ran = all_passed(&report);
-        assert_eq!(ran, if dtype == "f16" { 14 } else { 13 });
+        assert_eq!(ran, if dtype == "f16" { 15 } else { 14 });
     }
 }
 
@@ -106,7 +106,7 @@ fn wgpu_passes_with_and_without_fusion() {
         .map(|p| p["name"].as_str().expect("name"))
         .collect();
     assert_eq!(paths, ["fusion", "no fusion"]);
-    assert_eq!(all_passed(&report), 26);
+    assert_eq!(all_passed(&report), 28);
     // Lavapipe has no bf16: a clear error, exit 2. (Its f16 3×3 convolution is ~10× less accurate
     // than one accumulating in f32, and the doctor says so; see docs/backends.md. Each run takes
     // minutes of autotuning on lavapipe, so CI runs f32 only.)

@@ -110,7 +110,8 @@ pub fn run<B: Backend, R: Backend>(
         batch: 2,
         lens: Some([77, 40]),
     });
-    check(&MaskedAttention);
+    check(&MaskedAttention { batch: 1 });
+    check(&MaskedAttention { batch: 2 });
     check(&Linear { rows: 1 });
     check(&Linear { rows: 33 });
     check(&RmsNorm);
@@ -291,12 +292,14 @@ probe!(Attention, Kind::Kernel, |self| match self.lens {
 });
 
 /// Burn's masked attention as Gemma calls it: causal and padding mask expanded over the heads,
-/// softcap, scores in f32; batch 2 with prompts of 33 and 20 tokens.
-struct MaskedAttention;
+/// softcap, scores in f32; prompts of 33 and (at batch 2) 20 tokens.
+struct MaskedAttention {
+    batch: usize,
+}
 
 impl MaskedAttention {
     fn run<X: Backend>(&self, device: &X::Device, dtype: FloatDType, _: &Kernels<X>) -> Output {
-        let (b, h, l) = (2, 4, 33);
+        let (b, h, l) = (self.batch, 4, 33);
         let lens = [33, 20];
         let input = |seed| {
             randn::<X, 4>(seed, [b, h, l, 16], device)
@@ -322,8 +325,9 @@ impl MaskedAttention {
     }
 }
 
-probe!(MaskedAttention, Kind::Kernel, |self| {
-    "masked attention (causal + padding), batch 2".into()
+probe!(MaskedAttention, Kind::Kernel, |self| match self.batch {
+    1 => "masked attention (causal), batch 1".into(),
+    b => format!("masked attention (causal + padding), batch {b}"),
 });
 
 /// A linear layer with row-major weights, as `load_module` lays them out (one row is where
