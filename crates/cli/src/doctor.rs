@@ -115,11 +115,12 @@ impl DoctorArgs {
             .dtype
             .float()
             .unwrap_or_else(|| sakiko_pipeline::auto_dtype::<B>(&device));
+        let dtype_name = format!("{dtype:?}").to_lowercase();
         if !B::supports_dtype(&device, dtype.into()) {
             return Err(CliError::Usage(format!(
-                "the {} backend cannot compute in {} on this device; choose another --dtype",
+                "the {} backend cannot compute in {dtype_name} on this device; choose another \
+                 --dtype",
                 sakiko_pipeline::backend_name::<B>(),
-                format!("{dtype:?}").to_lowercase()
             )));
         }
         let paths = paths(&device, dtype);
@@ -127,7 +128,7 @@ impl DoctorArgs {
             backend: sakiko_pipeline::backend_name::<B>(),
             device: B::name(&device),
             adapter,
-            dtype: format!("{dtype:?}").to_lowercase(),
+            dtype: dtype_name,
             settings: settings::<B>(),
             reference: "flex, f32",
             passed: paths.iter().all(|p| doctor::passed(&p.checks)),

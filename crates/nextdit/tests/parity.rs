@@ -321,27 +321,17 @@ fn f16_overflow_is_clamped_as_comfyui_does() {
     // Scale one block's feed-forward output projection so that its SwiGLU output exceeds f16's
     // 65504: without ComfyUI's clamp the block output is inf/NaN and so is the whole prediction.
     let device = Default::default();
-    let src = WeightFile::open(fixture("gqa16_original_bf16.safetensors")).unwrap();
     let dir = std::env::temp_dir().join(format!("sakiko-f16-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("overflow.safetensors");
-    let mut tensors = Vec::new();
-    for key in src.keys().map(str::to_owned).collect::<Vec<_>>() {
-        let (mut values, shape) = src.read_f32(&key).unwrap();
-        if key.ends_with("layers.0.feed_forward.w2.weight") {
-            values.iter_mut().for_each(|v| *v *= 1e6);
-        }
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        tensors.push((key, shape, bytes));
-    }
-    let views: Vec<_> = tensors
-        .iter()
-        .map(|(k, s, b)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
-            (k.clone(), view.unwrap())
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &path).unwrap();
+    let key = "model.diffusion_model.layers.0.feed_forward.w2.weight";
+    sakiko_weights::write_edited(
+        fixture("gqa16_original_bf16.safetensors"),
+        &path,
+        key,
+        |v| v.iter_mut().for_each(|v| *v *= 1e6),
+    )
+    .unwrap();
     // The scaled weights exceed f16's range themselves, which the load check refuses; this
     // test is about the activations' guard, so it loads them anyway.
     let file = WeightFile::open(&path).unwrap().with_value_check(false);

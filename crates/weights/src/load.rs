@@ -131,13 +131,12 @@ fn check_values(
     dtype: FloatDType,
     name: impl Fn() -> (std::path::PathBuf, String),
 ) -> Result<(), WeightError> {
-    let count = values.iter().filter(|v| !v.is_finite()).count();
     if let Some(index) = values.iter().position(|v| !v.is_finite()) {
         let (path, key) = name();
         return Err(WeightError::NonFinite {
             path,
             key,
-            count,
+            count: values[index..].iter().filter(|v| !v.is_finite()).count(),
             index,
             value: values[index],
         });
