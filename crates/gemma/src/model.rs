@@ -10,7 +10,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Tensor, TensorData, backend::Backend};
 use sakiko_ops::clamp_fp16;
-use sakiko_weights::{ParamSource, StoredDtype, WeightError, WeightFile, Weights, load_module};
+use sakiko_weights::{HostEmbedding, ParamSource, WeightError, WeightFile, Weights, load_module};
 
 use crate::{EncoderOptions, Gemma2Config};
 
@@ -52,52 +52,6 @@ pub enum GemmaError {
     /// The tokenizer could not be built or failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
-}
-
-/// The embedding table, kept on the host in its stored precision (1.2 GB in fp16 for 2B, instead
-/// of 2.4 GB in f32; less for fp8 or GGUF blocks); only the rows of the prompt's tokens are
-/// converted. Before loading, rows are random values made on demand (no table is held).
-#[derive(Debug)]
-enum Embedding {
-    Stored {
-        bytes: Vec<u8>,
-        dtype: StoredDtype,
-        /// Bytes per row (a whole number of blocks: checked at load).
-        row_bytes: usize,
-        /// The fp8 layer scale, if any.
-        scale: Option<f32>,
-    },
-    Random {
-        dim: usize,
-    },
-}
-
-impl Embedding {
-    fn row(&self, id: usize, out: &mut Vec<f32>) {
-        match self {
-            Self::Stored {
-                bytes,
-                dtype,
-                row_bytes,
-                scale,
-            } => {
-                let row = &bytes[id * row_bytes..(id + 1) * row_bytes];
-                let start = out.len();
-                // The dtype was checked when the table was loaded, so decoding cannot fail here.
-                let _ = sakiko_weights::decode_f32(row, *dtype, out);
-                if let Some(scale) = scale {
-                    out[start..].iter_mut().for_each(|v| *v *= scale);
-                }
-            }
-            Self::Random { dim } => {
-                let mut state = (id as u32).wrapping_mul(2_654_435_761) | 1;
-                out.extend((0..*dim).map(|_| {
-                    state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    ((state >> 9) as f32 / (1 << 23) as f32 - 0.5) * 0.04
-                }));
-            }
-        }
-    }
 }
 
 /// Gemma's RMSNorm: `x · rsqrt(mean(x²) + eps) · (1 + w)`.
@@ -194,7 +148,7 @@ impl<B: Backend> Hidden<B> {
 #[derive(Module, Debug)]
 pub struct Gemma2<B: Backend> {
     #[module(skip)]
-    embed_tokens: Arc<Embedding>,
+    embed_tokens: Arc<HostEmbedding>,
     layers: Vec<Layer<B>>,
     norm: Norm<B>,
     #[module(skip)]
@@ -234,7 +188,7 @@ impl Gemma2Config {
             })
             .collect();
         Gemma2 {
-            embed_tokens: Arc::new(Embedding::Random { dim: h }),
+            embed_tokens: Arc::new(HostEmbedding::Random { dim: h }),
             layers,
             norm: Norm::init(h, eps, device),
             config: self.clone(),
@@ -311,41 +265,8 @@ impl<B: Backend> Gemma2<B> {
     ) -> Result<Self, GemmaError> {
         check_dtype::<B>(compute, device)?;
         let c = &self.config;
-        let file = w.file();
-        let key = w.key("embed_tokens.weight");
-        let found = file.shape(&key).map(<[usize]>::to_vec).unwrap_or_default();
-        if found != [c.vocab_size, c.hidden_size] {
-            return Err(WeightError::Shape {
-                path: file.path().to_path_buf(),
-                key,
-                expected: vec![c.vocab_size, c.hidden_size],
-                found,
-            }
-            .into());
-        }
-        let dtype = file
-            .dtype(&key)
-            .unwrap_or(StoredDtype::Safetensors(safetensors::Dtype::F32));
-        let row_bytes = dtype.size_of(c.hidden_size).filter(|_| dtype.is_float());
-        let Some(row_bytes) = row_bytes else {
-            return Err(WeightError::Dtype {
-                path: file.path().to_path_buf(),
-                key,
-                dtype,
-            }
-            .into());
-        };
-        let scale = if dtype.is_fp8() {
-            file.fp8_scale(&key)?
-        } else {
-            None
-        };
-        let embed_tokens = Embedding::Stored {
-            bytes: file.read_bytes(&key)?,
-            dtype,
-            row_bytes,
-            scale,
-        };
+        let embed_tokens =
+            HostEmbedding::load(w, "embed_tokens.weight", c.vocab_size, c.hidden_size)?;
         let model = load_module(self, w, |path, shape| {
             // Every 2-D parameter is a linear weight, stored [out, in]; the 1-D ones are norms.
             Ok(if shape.len() == 2 {

@@ -21,6 +21,7 @@
 
 mod dtype;
 mod edit;
+mod embedding;
 mod error;
 mod file;
 mod gguf;
@@ -34,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 pub use dtype::{StoredDtype, decode_f32};
 pub use edit::write_edited;
+pub use embedding::HostEmbedding;
 pub use error::WeightError;
 pub use file::{Format, WeightFile};
 pub use gguf::MetaValue;

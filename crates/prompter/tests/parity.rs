@@ -1,0 +1,89 @@
+//! The Qwen3 decoder against transformers' `Qwen3ForCausalLM` (tools/reference/qwen3.py): tiny
+//! random models with tied (f32, one file, no `lm_head.weight`) and untied (bf16, two shards)
+//! embeddings, GQA and a head width unlike hidden/heads.
+
+mod common;
+
+use std::ops::ControlFlow;
+
+use burn::tensor::FloatDType;
+use common::{B, fixtures, ids, json, max_abs_diff, tensor};
+use sakiko_prompter::{GenerateOptions, Qwen3, Sampling, generate};
+
+/// transformers' logits (f32 eager attention) against ours in f32.
+const TOLERANCE: f32 = 5e-5;
+
+fn check(name: &str) {
+    let device = Default::default();
+    let model = Qwen3::<B>::load(fixtures().join(name), FloatDType::F32, &device).unwrap();
+    let case = &json("models.json")[name];
+    let (prompt, steps) = (ids(&case["ids"]), ids(&case["steps"]));
+    let file = format!("{name}/logits.safetensors");
+    let (want_prefill, shape) = tensor(&file, "prefill");
+    let (want_steps, _) = tensor(&file, "steps");
+    let vocab = shape[1];
+
+    let mut cache = model.new_cache();
+    let prefill = model.forward(&prompt, &mut cache).unwrap();
+    assert_eq!(prefill.dims(), [prompt.len(), vocab]);
+    let got = prefill.into_data().into_vec::<f32>().unwrap();
+    let d = max_abs_diff(&got, &want_prefill);
+    assert!(d < TOLERANCE, "{name} prefill: max |Δ| {d}");
+
+    for (t, &id) in steps.iter().enumerate() {
+        let got = model.next_logits(&[id], &mut cache).unwrap();
+        let want = &want_steps[t * vocab..(t + 1) * vocab];
+        let d = max_abs_diff(&got, want);
+        assert!(d < TOLERANCE, "{name} cached step {t}: max |Δ| {d}");
+    }
+    assert_eq!(cache.len(), prompt.len() + steps.len());
+
+    let options = GenerateOptions {
+        sampling: Sampling::greedy(),
+        max_new_tokens: 20,
+        stop: vec![],
+    };
+    let out = generate(&model, &prompt, &options, |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(out.ids, ids(&case["greedy"]), "{name}: greedy ids");
+}
+
+#[test]
+fn tied_embeddings_single_file_f32() {
+    check("tied");
+}
+
+#[test]
+fn untied_embeddings_sharded_bf16() {
+    check("untied");
+}
+
+/// Running the prompt in pieces through the cache equals running it at once (the causal mask
+/// offset by the cached length).
+#[test]
+fn chunked_prefill_matches_one_prefill() {
+    let device = Default::default();
+    let model = Qwen3::<B>::load(fixtures().join("tied"), FloatDType::F32, &device).unwrap();
+    let prompt = ids(&json("models.json")["tied"]["ids"]);
+    let mut whole = model.new_cache();
+    let want = model.next_logits(&prompt, &mut whole).unwrap();
+    let mut parts = model.new_cache();
+    model.next_logits(&prompt[..5], &mut parts).unwrap();
+    let got = model.next_logits(&prompt[5..], &mut parts).unwrap();
+    let d = max_abs_diff(&got, &want);
+    assert!(d < TOLERANCE, "max |Δ| {d}");
+}
+
+/// bf16 compute stays close to the f32 reference (the weights are bf16-exact).
+#[test]
+fn bf16_compute_is_close() {
+    let device = Default::default();
+    let model = Qwen3::<B>::load(fixtures().join("untied"), FloatDType::BF16, &device).unwrap();
+    let case = &json("models.json")["untied"];
+    let (want, _) = tensor("untied/logits.safetensors", "prefill");
+    let mut cache = model.new_cache();
+    let got = model.forward(&ids(&case["ids"]), &mut cache).unwrap();
+    let got = got.into_data().into_vec::<f32>().unwrap();
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = max_abs_diff(&got, &want);
+    assert!(d < 3e-2 * scale, "max |Δ| {d} (largest logit {scale})");
+}
