@@ -149,7 +149,7 @@ IDEA = "a girl with blue hair under cherry blossoms"
 # What the trained prompter writes (Sakiko-Prompter's raw style: underscores, <copyrights>).
 EXPANSION = (
     "<tags>\n<special>1girl</special>\n<copyrights>bang_dream!</copyrights>\n"
-    "<general>blue_hair, long_hair, cherry_blossoms, outdoors</general>\n<rating>general</rating>\n</tags>"
+    "<general>blue_hair, long_hair, cherry_blossoms, outdoors</general>\n<rating>safe</rating>\n</tags>"
 )
 
 CONVERSATIONS = {

@@ -29,6 +29,7 @@ fn check(name: &str) {
     let got = prefill.into_data().into_vec::<f32>().unwrap();
     let d = max_abs_diff(&got, &want_prefill);
     assert!(d < TOLERANCE, "{name} prefill: max |Δ| {d}");
+    eprintln!("{name}: prefill max |Δ| {d}");
 
     for (t, &id) in steps.iter().enumerate() {
         let got = model.next_logits(&[id], &mut cache).unwrap();
