@@ -1,6 +1,7 @@
-//! `sakiko bench`: one stage (denoise, decode, encode) timed on any compiled backend, with random
+//! `sakiko bench`: one stage (denoise, decode, encode, prompter) timed on any compiled backend, with random
 //! weights made in memory at the real shapes (no files, no download).
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use safetensors::Dtype;
 use sakiko_gemma::{EncoderOptions, Gemma2, Gemma2Config};
 use sakiko_nextdit::{NextDit, NextDitConfig};
 use sakiko_pipeline::{Conditioning, LuminaDenoiser};
+use sakiko_prompter::{GenerateOptions, Qwen3Config, Sampling, generate};
 use sakiko_sampling::Denoiser;
 use sakiko_vae::{Vae, VaeConfig};
 use sakiko_weights::WeightFile;
@@ -31,6 +33,9 @@ pub enum Stage {
     Decode,
     /// One text-encoder forward of --prompt-tokens tokens.
     Encode,
+    /// Sakiko-Prompter's Qwen3: a prefill of --prompt-tokens tokens, then --new-tokens cached
+    /// decoding steps (greedy); reports tokens/s of both.
+    Prompter,
 }
 
 /// Model sizes to bench without config files.
@@ -41,7 +46,7 @@ pub enum Preset {
     Tiny,
     /// The mid-size models of `tools/reference/*_bench.py` (same shapes as the PyTorch side).
     Mid,
-    /// The real models: NextDiT 2B, the FLUX VAE, Gemma-2-2B.
+    /// The real models: NextDiT 2B, the FLUX VAE, Gemma-2-2B, Qwen3-0.6B.
     #[value(name = "2b")]
     #[serde(rename = "2b")]
     TwoB,
@@ -65,6 +70,9 @@ pub struct BenchArgs {
     /// The text encoder's Hugging Face `config.json`.
     #[arg(long, value_name = "J")]
     text_encoder_config: Option<PathBuf>,
+    /// The prompter's Hugging Face `config.json`.
+    #[arg(long, value_name = "J")]
+    prompter_config: Option<PathBuf>,
     /// Image width in pixels (a multiple of 16).
     #[arg(long, default_value_t = 1024)]
     width: usize,
@@ -77,6 +85,9 @@ pub struct BenchArgs {
     /// Negative prompt length in tokens (denoise).
     #[arg(long, default_value_t = 8)]
     negative_tokens: usize,
+    /// Tokens generated after the prefill (prompter).
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
     /// Timed runs.
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -117,7 +128,16 @@ struct Report {
     load_s: f64,
     peak_rss_mib: Option<f64>,
     settings: Settings,
+    /// Prompter: tokens generated per run.
+    new_tokens: Option<usize>,
+    /// Prompter: prompt tokens per second of the prefill (median run).
+    prefill_tokens_per_s: Option<f64>,
+    /// Prompter: generated tokens per second of the cached steps (median run).
+    decode_tokens_per_s: Option<f64>,
 }
+
+/// Prefill and decode seconds of one prompter run.
+type Phases = Option<(f64, f64)>;
 
 impl BenchArgs {
     pub fn run(self) -> Result<(), CliError> {
@@ -133,8 +153,10 @@ impl BenchArgs {
                 return bad(format!("{name} {v} must be a multiple of 16 in 16..=8192"));
             }
         }
-        if self.prompt_tokens == 0 || self.negative_tokens == 0 {
-            return bad("--prompt-tokens and --negative-tokens must be at least 1".into());
+        if self.prompt_tokens == 0 || self.negative_tokens == 0 || self.new_tokens == 0 {
+            return bad(
+                "--prompt-tokens, --negative-tokens and --new-tokens must be at least 1".into(),
+            );
         }
         if self.runs == 0 {
             return bad("--runs must be at least 1".into());
@@ -176,7 +198,8 @@ impl Job for BenchArgs {
             bar
         });
         let start = Instant::now();
-        let (dtype, mut step): (FloatDType, Box<dyn FnMut() -> Result<(), String>>) = match self
+        type Step<'a> = Box<dyn FnMut() -> Result<Phases, String> + 'a>;
+        let (dtype, mut step): (FloatDType, Step<'_>) = match self
             .stage
         {
             Stage::Denoise => {
@@ -211,7 +234,7 @@ impl Job for BenchArgs {
                             LuminaDenoiser::new(&dit, positive.clone(), negative.clone());
                         let (a, b) = denoiser.denoise_pair(&x, 0.5).map_err(|e| e.to_string())?;
                         drop((a.into_data(), b.into_data()));
-                        Ok(())
+                        Ok(None)
                     }),
                 )
             }
@@ -235,7 +258,7 @@ impl Job for BenchArgs {
                     Box::new(move || {
                         let image = vae.decode(z.clone()).map_err(|e| e.to_string())?;
                         drop(image.into_data());
-                        Ok(())
+                        Ok(None)
                     }),
                 )
             }
@@ -265,7 +288,37 @@ impl Job for BenchArgs {
                             )
                             .map_err(|e| e.to_string())?;
                         drop(hidden.conditioning().into_data());
-                        Ok(())
+                        Ok(None)
+                    }),
+                )
+            }
+            Stage::Prompter => {
+                let config = self.config(&self.prompter_config, prompter_preset)?;
+                config.validate().map_err(|e| failed(&e))?;
+                let file = synthetic(&config.tensor_shapes(), Dtype::BF16)?;
+                let dtype = self
+                    .dtype
+                    .float()
+                    .unwrap_or_else(|| sakiko_pipeline::auto_dtype::<B>(&device));
+                let vocab = config.vocab_size as u32;
+                let model = config
+                    .init::<B>(&device)
+                    .load_weights(&file, dtype, &device)
+                    .map_err(|e| failed(&e))?;
+                let ids: Vec<u32> = (0..self.prompt_tokens as u32)
+                    .map(|i| 1 + i * 7919 % (vocab - 1))
+                    .collect();
+                let options = GenerateOptions {
+                    sampling: Sampling::greedy(),
+                    max_new_tokens: self.new_tokens,
+                    stop: Vec::new(),
+                };
+                (
+                    dtype,
+                    Box::new(move || {
+                        let out = generate(&model, &ids, &options, |_| ControlFlow::Continue(()))
+                            .map_err(|e| e.to_string())?;
+                        Ok(Some((out.prefill.as_secs_f64(), out.decode.as_secs_f64())))
                     }),
                 )
             }
@@ -281,12 +334,13 @@ impl Job for BenchArgs {
             first_run_s.get_or_insert(t.elapsed().as_secs_f64());
         }
         let mut times_s = Vec::with_capacity(self.runs);
+        let mut phases = Vec::with_capacity(self.runs);
         for i in 0..self.runs {
             if let Some(bar) = &spinner {
                 bar.set_message(format!("run {} of {}", i + 1, self.runs));
             }
             let t = Instant::now();
-            step().map_err(CliError::Failed)?;
+            phases.push(step().map_err(CliError::Failed)?);
             times_s.push(t.elapsed().as_secs_f64());
         }
         if let Some(bar) = spinner {
@@ -294,6 +348,15 @@ impl Job for BenchArgs {
         }
         let mut sorted = times_s.clone();
         sorted.sort_by(f64::total_cmp);
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied()
+        };
+        let phases: Vec<(f64, f64)> = phases.into_iter().flatten().collect();
+        let prompter = self.stage == Stage::Prompter;
+        let prefill = median(phases.iter().map(|p| p.0).collect());
+        // The first token comes from the prefill; the cached steps make the rest.
+        let decode = median(phases.iter().map(|p| p.1).collect());
         let report = Report {
             stage: self.stage,
             backend: sakiko_pipeline::backend_name::<B>(),
@@ -313,6 +376,11 @@ impl Job for BenchArgs {
             load_s,
             peak_rss_mib: sakiko_weights::peak_rss_mib(),
             settings: settings::<B>(),
+            new_tokens: prompter.then_some(self.new_tokens),
+            prefill_tokens_per_s: prefill.map(|s| self.prompt_tokens as f64 / s),
+            decode_tokens_per_s: decode
+                .filter(|_| self.new_tokens > 1)
+                .map(|s| (self.new_tokens - 1) as f64 / s),
         };
         if self.json {
             println!(
@@ -355,6 +423,15 @@ fn print_text(r: &Report) {
         r.load_s,
         r.peak_rss_mib.map_or("—".into(), |m| format!("{m:.0} MiB"))
     );
+    if let (Some(p), Some(n)) = (r.prefill_tokens_per_s, r.new_tokens) {
+        let decode = r
+            .decode_tokens_per_s
+            .map_or("—".into(), |d| format!("{d:.1}"));
+        println!(
+            "prefill {p:.1} tokens/s ({} tokens); decode {decode} tokens/s ({n} new tokens)",
+            r.prompt_tokens
+        );
+    }
 }
 
 fn dit_preset(p: Preset) -> NextDitConfig {
@@ -406,5 +483,23 @@ fn gemma_preset(p: Preset) -> Gemma2Config {
         Preset::Tiny => Gemma2Config::tiny(),
         Preset::Mid => sized(32000, 768, 3072, 6, 8, 4, 96),
         Preset::TwoB => base,
+    }
+}
+
+/// The prompter's sizes; `mid` matches `tools/reference/qwen3_bench.py`.
+fn prompter_preset(p: Preset) -> Qwen3Config {
+    match p {
+        Preset::Tiny => Qwen3Config::tiny(),
+        Preset::Mid => Qwen3Config {
+            vocab_size: 32000,
+            hidden_size: 512,
+            intermediate_size: 1536,
+            num_hidden_layers: 8,
+            num_attention_heads: 8,
+            num_key_value_heads: 4,
+            head_dim: Some(64),
+            ..Qwen3Config::qwen3_0_6b()
+        },
+        Preset::TwoB => Qwen3Config::qwen3_0_6b(),
     }
 }

@@ -63,7 +63,7 @@ enum Kernel {
 
 /// `sakiko generate`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("text").required(true).args(["prompt", "prompt_file"])))]
+#[command(group(clap::ArgGroup::new("text").required(true).args(["prompt", "prompt_file", "idea"])))]
 // A later option overrides an earlier one (handy for scripts that append to a base command).
 #[command(args_override_self = true)]
 pub struct GenerateArgs {
@@ -73,6 +73,18 @@ pub struct GenerateArgs {
     /// Read the prompt from a file.
     #[arg(long, value_name = "F")]
     prompt_file: Option<PathBuf>,
+    /// An idea to expand into the prompt with Sakiko-Prompter (needs --prompter); the expanded
+    /// prompt is printed and stored in the PNG with the idea.
+    #[arg(long, requires = "prompter")]
+    idea: Option<String>,
+    /// The prompter's model folder (with --idea). It is freed before the image models load.
+    #[arg(long, value_name = "DIR", requires = "idea")]
+    prompter: Option<PathBuf>,
+    /// The prompter's seed (default: the image seed).
+    #[arg(long, value_name = "N", requires = "idea")]
+    prompter_seed: Option<u64>,
+    #[command(flatten, next_help_heading = "Prompter (with --idea)")]
+    prompter_sampling: crate::expand::SamplingArgs,
     /// The negative prompt (no prefix; empty by default).
     #[arg(long, default_value = "")]
     negative: String,
@@ -247,13 +259,15 @@ impl GenerateArgs {
         Ok(files)
     }
 
-    fn request(&self) -> Result<GenerationRequest, CliError> {
+    /// The request; `expanded` is the prompter's prompt when --idea is given.
+    fn request(&self, expanded: Option<&str>) -> Result<GenerationRequest, CliError> {
         let usage = |e: sakiko_sampling::SamplingError| CliError::Usage(e.to_string());
-        let prompt = match (&self.prompt, &self.prompt_file) {
-            (Some(p), _) => p.clone(),
-            (None, Some(f)) => std::fs::read_to_string(f)
+        let prompt = match (&self.prompt, &self.prompt_file, expanded) {
+            (_, _, Some(p)) => p.to_owned(),
+            (Some(p), _, _) => p.clone(),
+            (None, Some(f), _) => std::fs::read_to_string(f)
                 .map_err(|e| CliError::Failed(format!("{}: {e}", f.display())))?,
-            (None, None) => String::new(),
+            (None, None, None) => String::new(),
         };
         let scale = self.cfg;
         let guidance = match self.guidance {
@@ -278,7 +292,7 @@ impl GenerateArgs {
             .sampler(self.sampler.parse().map_err(usage)?)
             .scheduler(self.scheduler.parse().map_err(usage)?)
             .shift(self.shift)
-            .seed(self.seed.unwrap_or_else(random_seed))
+            .seed(self.seed.unwrap_or_default())
             .batch(self.batch)
             .depth(if self.depth == 16 {
                 OutputDepth::Sixteen
@@ -319,9 +333,12 @@ impl GenerateArgs {
 impl Job for GenerateArgs {
     type Output = ();
 
-    fn run<B: Backend>(self, device: B::Device) -> Result<(), CliError> {
-        let request = self.request()?;
-        request.validate()?;
+    fn run<B: Backend>(mut self, device: B::Device) -> Result<(), CliError> {
+        let seed = *self.seed.get_or_insert_with(random_seed);
+        // Checked with the expansion's placeholder first, so bad settings fail before the
+        // prompter runs.
+        let placeholder = self.idea.as_ref().map(|_| "1girl");
+        self.request(placeholder)?.validate()?;
         // Found out now, not after minutes of generating.
         for path in std::iter::once(&self.output).chain(&self.save_latent) {
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
@@ -334,6 +351,19 @@ impl Job for GenerateArgs {
             }
         }
         let files = self.files()?;
+        let expansion = match (&self.idea, &self.prompter) {
+            (Some(idea), Some(dir)) => Some(crate::expand::expand_for_generate::<B>(
+                dir,
+                &self.prompter_sampling,
+                idea,
+                self.prompter_seed.unwrap_or(seed),
+                self.quiet,
+                &device,
+            )?),
+            _ => None,
+        };
+        let request = self.request(expansion.as_ref().map(|e| e.text.as_str()))?;
+        request.validate()?;
         let mut pipeline = Pipeline::<B>::builder(files)
             .device(device)
             .vae_tiling(self.vae_tile.map(|tile| Tiling {
@@ -395,7 +425,13 @@ impl Job for GenerateArgs {
         let count = generation.images.len();
         for (i, image) in generation.images.iter().enumerate() {
             let path = self.output_path(i, count);
-            let written = write_png(&path, image, &png_parameters(&request, pipeline.files(), i));
+            let mut parameters = png_parameters(&request, pipeline.files(), i);
+            if let (Some(e), Some(idea), Some(dir)) = (&expansion, &self.idea, &self.prompter) {
+                parameters.push(("idea".into(), idea.clone()));
+                parameters.push(("prompter".into(), dir.display().to_string()));
+                parameters.push(("prompter_seed".into(), e.seed.to_string()));
+            }
+            let written = write_png(&path, image, &parameters);
             if let Err(e) = written {
                 remove_partial(&path);
                 return Err(e.into());

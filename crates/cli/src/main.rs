@@ -4,6 +4,7 @@ mod backend;
 mod bench;
 #[cfg(feature = "flex")]
 mod doctor;
+mod expand;
 mod generate;
 mod models;
 mod prompt;

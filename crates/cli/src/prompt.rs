@@ -37,6 +37,9 @@ pub enum PromptCommand {
         #[arg(long, value_enum, default_value_t = Emoticons::Keep)]
         emoticons: Emoticons,
     },
+    /// Expand a short idea into a validated XML tag prompt with Sakiko-Prompter (in process):
+    /// prints the normalised prompt; exit 1 when no attempt gives a valid one.
+    Expand(Box<crate::expand::ExpandArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +117,17 @@ impl From<Emoticons> for EmoticonPolicy {
 impl PromptCommand {
     pub fn run(self) -> ExitCode {
         match self {
+            PromptCommand::Expand(args) => match args.run() {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(crate::CliError::Usage(m)) => {
+                    eprintln!("error: {m}");
+                    ExitCode::from(IO_ERROR)
+                }
+                Err(crate::CliError::Failed(m)) => {
+                    eprintln!("error: {m}");
+                    ExitCode::from(INVALID)
+                }
+            },
             PromptCommand::Build(args) => match args.build() {
                 Ok(text) => {
                     println!("{text}");

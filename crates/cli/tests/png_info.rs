@@ -183,3 +183,23 @@ fn guidance_settings_and_img2img_are_plain_fields() {
     assert_eq!(field("Denoising strength"), Some("0.6"));
     assert_eq!(field("Guidance"), Some("renorm-cfg"));
 }
+
+/// `--idea` expands the idea with the prompter before generating: the expanded, normalised
+/// prompt is the PNG's prompt, and the idea, prompter and its seed are stored with it.
+#[test]
+fn an_expanded_idea_is_the_prompt_and_is_recorded() {
+    let prompter = Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompter/tests/fixtures/prompter");
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(prompter.with_file_name("prompter.json")).expect("json"),
+    )
+    .expect("json");
+    let idea = reference["idea"].as_str().expect("idea");
+    let dir = prompter.display().to_string();
+    let (text, _) = generate(&["--idea", idea, "--prompter", &dir, "--temperature", "0"]);
+    let expanded = sakiko_prompt::normalize(reference["greedy_text"].as_str().expect("text"));
+    assert_eq!(get(&text, "prompt"), Some(expanded.as_str()));
+    assert_eq!(get(&text, "idea"), Some(idea));
+    assert_eq!(get(&text, "prompter"), Some(dir.as_str()));
+    assert_eq!(get(&text, "prompter_seed"), Some("42"));
+    assert!(parse_a1111(get(&text, "parameters").expect("parameters")).contains_key("Seed"));
+}
