@@ -6,7 +6,7 @@
 //! This crate is the facade: it re-exports the workspace crates, so `cargo add sakiko-lumina` is
 //! all a user needs: text → image ([`pipeline`]: model-file discovery, generation, PNG output),
 //! the prompt format ([`prompt`]), ComfyUI-exact sampling ([`sampling`]), the Gemma-2 text
-//! encoder and tokenizer ([`gemma`]), the NextDiT denoiser ([`nextdit`]), the FLUX autoencoder
+//! encoder and tokenizer ([`gemma`]), Sakiko-Prompter on Qwen3 ([`prompter`]), the NextDiT denoiser ([`nextdit`]), the FLUX autoencoder
 //! ([`vae`]) and the weight reader ([`weights`]). Backends are cargo features: `flex` (CPU,
 //! default), `wgpu`, `cuda`; `hub` adds Hugging Face downloads.
 //!
@@ -50,6 +50,7 @@ pub use sakiko_gemma as gemma;
 pub use sakiko_nextdit as nextdit;
 pub use sakiko_pipeline as pipeline;
 pub use sakiko_prompt as prompt;
+pub use sakiko_prompter as prompter;
 pub use sakiko_sampling as sampling;
 pub use sakiko_vae as vae;
 pub use sakiko_weights as weights;
