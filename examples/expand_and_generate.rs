@@ -29,8 +29,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rest => {
             let tiny = Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("crates/prompter/tests/fixtures/prompter");
-            eprintln!("no prompter folder given: using the tiny one in {}", tiny.display());
-            (tiny, None, rest.first().cloned().unwrap_or_else(|| "idea.png".into()))
+            eprintln!(
+                "no prompter folder given: using the tiny one in {}",
+                tiny.display()
+            );
+            (
+                tiny,
+                None,
+                rest.first().cloned().unwrap_or_else(|| "idea.png".into()),
+            )
         }
     };
     let device = Default::default();

@@ -199,9 +199,7 @@ impl Job for BenchArgs {
         });
         let start = Instant::now();
         type Step<'a> = Box<dyn FnMut() -> Result<Phases, String> + 'a>;
-        let (dtype, mut step): (FloatDType, Step<'_>) = match self
-            .stage
-        {
+        let (dtype, mut step): (FloatDType, Step<'_>) = match self.stage {
             Stage::Denoise => {
                 let config = self.config(&self.dit_config, dit_preset)?;
                 config.validate().map_err(|e| failed(&e))?;

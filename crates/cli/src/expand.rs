@@ -169,7 +169,9 @@ impl Job for ExpandArgs {
             }
             return Ok(());
         }
-        let e = prompter.expand(&self.idea, &options, show).map_err(failed)?;
+        let e = prompter
+            .expand(&self.idea, &options, show)
+            .map_err(failed)?;
         if stream {
             eprintln!();
         }
@@ -234,7 +236,10 @@ pub fn expand_for_generate<B: Backend>(
         .map_err(failed)?;
     drop(prompter);
     if !quiet {
-        eprintln!("prompt (seed {}, attempt {}):\n{}", e.seed, e.attempts, e.text);
+        eprintln!(
+            "prompt (seed {}, attempt {}):\n{}",
+            e.seed, e.attempts, e.text
+        );
     }
     Ok(e)
 }

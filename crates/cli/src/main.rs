@@ -33,7 +33,7 @@ enum Command {
     Schedule(models::ScheduleArgs),
     /// Print what a weight file holds (component, layout, dtypes, configuration) as JSON.
     Inspect(models::InspectArgs),
-    /// Time one stage (denoise, decode, encode) with random weights made in memory.
+    /// Time one stage (denoise, decode, encode, prompter) with random weights made in memory.
     Bench(Box<bench::BenchArgs>),
     /// Check that a backend computes right here: small models and risky kernels on it against
     /// Flex in f32, each difference against its tolerance, and a verdict (exit 1 if any fails).

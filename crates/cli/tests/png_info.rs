@@ -188,7 +188,8 @@ fn guidance_settings_and_img2img_are_plain_fields() {
 /// prompt is the PNG's prompt, and the idea, prompter and its seed are stored with it.
 #[test]
 fn an_expanded_idea_is_the_prompt_and_is_recorded() {
-    let prompter = Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompter/tests/fixtures/prompter");
+    let prompter =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../prompter/tests/fixtures/prompter");
     let reference: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(prompter.with_file_name("prompter.json")).expect("json"),
     )

@@ -17,7 +17,9 @@ fn reference() -> serde_json::Value {
 
 fn expand(extra: &[&str]) -> Command {
     let mut cmd = Command::cargo_bin("sakiko").expect("the sakiko binary is built");
-    cmd.args(["prompt", "expand", "--prompter"]).arg(prompter()).args(extra);
+    cmd.args(["prompt", "expand", "--prompter"])
+        .arg(prompter())
+        .args(extra);
     cmd
 }
 
@@ -27,7 +29,10 @@ fn idea() -> String {
 
 #[test]
 fn expand_prints_the_normalised_validated_prompt() {
-    let raw = reference()["greedy_text"].as_str().expect("text").to_owned();
+    let raw = reference()["greedy_text"]
+        .as_str()
+        .expect("text")
+        .to_owned();
     let want = sakiko_prompt::normalize(&raw);
     assert!(want.contains("<copyright>bang dream!</copyright>"));
     expand(&["--temperature", "0", &idea()])
@@ -38,7 +43,10 @@ fn expand_prints_the_normalised_validated_prompt() {
 
 #[test]
 fn raw_prints_the_generated_text_exactly() {
-    let raw = reference()["greedy_text"].as_str().expect("text").to_owned();
+    let raw = reference()["greedy_text"]
+        .as_str()
+        .expect("text")
+        .to_owned();
     expand(&["--temperature", "0", "--raw", &idea()])
         .assert()
         .success()
@@ -47,7 +55,9 @@ fn raw_prints_the_generated_text_exactly() {
 
 #[test]
 fn json_reports_prompt_model_text_and_attempts() {
-    let out = expand(&["--temperature", "0", "--json", &idea()]).assert().success();
+    let out = expand(&["--temperature", "0", "--json", &idea()])
+        .assert()
+        .success();
     let v: serde_json::Value =
         serde_json::from_slice(&out.get_output().stdout).expect("one JSON object");
     let prompt = v["prompt"].as_str().expect("prompt");
@@ -63,17 +73,30 @@ fn output_that_never_validates_exits_1_with_diagnostics() {
         .assert()
         .code(1)
         .stdout("")
-        .stderr(predicate::str::contains("no valid XML tag prompt in 1 attempt"))
+        .stderr(predicate::str::contains(
+            "no valid XML tag prompt in 1 attempt",
+        ))
         .stderr(predicate::str::contains("error"));
-    expand(&["--temperature", "1.5", "--attempts", "2", "--max-new-tokens", "12", &idea()])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("in 2 attempt(s)"));
+    expand(&[
+        "--temperature",
+        "1.5",
+        "--attempts",
+        "2",
+        "--max-new-tokens",
+        "12",
+        &idea(),
+    ])
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("in 2 attempt(s)"));
 }
 
 #[test]
 fn bad_input_is_refused_clearly() {
-    expand(&["   "]).assert().code(2).stderr(predicate::str::contains("the idea is empty"));
+    expand(&["   "])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("the idea is empty"));
     expand(&["--top-p", "1.5", "a cat"])
         .assert()
         .code(2)
@@ -91,8 +114,20 @@ fn bench_reports_prefill_and_decode_rates() {
     let out = Command::cargo_bin("sakiko")
         .expect("binary")
         .args([
-            "bench", "--stage", "prompter", "--preset", "tiny", "--prompt-tokens", "16",
-            "--new-tokens", "8", "--runs", "1", "--warmup", "0", "--json",
+            "bench",
+            "--stage",
+            "prompter",
+            "--preset",
+            "tiny",
+            "--prompt-tokens",
+            "16",
+            "--new-tokens",
+            "8",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--json",
         ])
         .assert()
         .success();

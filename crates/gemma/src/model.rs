@@ -337,7 +337,7 @@ impl<B: Backend> Gemma2<B> {
         // transformers scales the embeddings by √hidden rounded to the compute dtype.
         let normalizer: Tensor<B, 1> = Tensor::from_floats([(h as f32).sqrt()], device).cast(dt);
         let mut x = x.cast(dt) * normalizer.unsqueeze();
-        let (cos, sin) = rope_tables::<B>(c, l, device);
+        let (cos, sin) = sakiko_ops::rope_tables::<B>(c.rope_theta, c.head_dim, 0, l, device);
         let (cos, sin) = (cos.cast(dt), sin.cast(dt));
         let full_mask = mask::<B>(&lengths, l, None, c.num_attention_heads, device);
         let sliding_mask = match (options.sliding_window, c.sliding_window) {
@@ -519,27 +519,6 @@ fn gelu_tanh<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
     let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715))
         .mul_scalar((2.0 / std::f32::consts::PI).sqrt());
     x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
-}
-
-/// Rotate-half RoPE tables `[1, 1, L, head_dim]` for positions 0..L, in f32 as transformers.
-fn rope_tables<B: Backend>(
-    c: &Gemma2Config,
-    l: usize,
-    device: &B::Device,
-) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let hd = c.head_dim;
-    let inv: Vec<f32> = (0..hd / 2)
-        .map(|k| 1.0 / (c.rope_theta as f32).powf((2 * k) as f32 / hd as f32))
-        .collect();
-    let (mut cos, mut sin) = (Vec::with_capacity(l * hd), Vec::with_capacity(l * hd));
-    for pos in 0..l {
-        for _ in 0..2 {
-            cos.extend(inv.iter().map(|f| (pos as f32 * f).cos()));
-            sin.extend(inv.iter().map(|f| (pos as f32 * f).sin()));
-        }
-    }
-    let t = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, l, hd]), device);
-    (t(cos), t(sin))
 }
 
 /// Causal mask with padding (and optionally a sliding window): `[B, H, L, L]`, true = ignore.

@@ -3,10 +3,11 @@
 //! Internal names are the original / ComfyUI ones (`layers.3.attention.qkv`); for diffusers
 //! checkpoints [`Layout::Diffusers`] translates them and concatenates `to_q`, `to_k`, `to_v` into qkv.
 
-use burn::module::{Module, Param};
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::silu;
-use burn::tensor::{FloatDType, Tensor, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
+pub use sakiko_ops::RmsNorm;
 use sakiko_ops::clamp_fp16;
 
 use crate::NextDitConfig;
@@ -67,37 +68,6 @@ pub(crate) fn linear<B: Backend>(
     device: &B::Device,
 ) -> Linear<B> {
     LinearConfig::new(d_in, d_out).with_bias(bias).init(device)
-}
-
-/// `x · rsqrt(mean(x²) + eps) · w` over the last dimension (a plain gain, not `1 + w`), computed
-/// in f32 and returned in the input's dtype, as ComfyUI and diffusers do for half precision.
-#[derive(Module, Debug)]
-pub struct RmsNorm<B: Backend> {
-    weight: Param<Tensor<B, 1>>,
-    eps: f64,
-}
-
-impl<B: Backend> RmsNorm<B> {
-    /// A norm over `dim` features (gain 1 until loaded).
-    pub fn init(dim: usize, eps: f64, device: &B::Device) -> Self {
-        Self {
-            weight: Initializer::Ones.init([dim], device),
-            eps,
-        }
-    }
-
-    /// Normalises the last dimension.
-    pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dtype = x.dtype();
-        let x = x.cast(FloatDType::F32);
-        let rms = x
-            .clone()
-            .square()
-            .mean_dim(D - 1)
-            .add_scalar(self.eps)
-            .sqrt();
-        ((x / rms) * self.weight.val().unsqueeze()).cast(FloatDType::from(dtype))
-    }
 }
 
 /// Rotary embedding tables for a batch of sequences: `cos`/`sin` shaped `[B, S, 1, head_dim/2]`.

@@ -17,6 +17,12 @@
 //! row-major `[in, out]` by `sakiko_weights::load_module`, never as transposed views, which Burn
 //! 0.21's fusion multiplies wrongly at one row: `tests/fusion.rs` shows both.)
 
+mod norm;
+mod rope;
+
+pub use norm::RmsNorm;
+pub use rope::rope_tables;
+
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Tensor, backend::Backend};

@@ -41,7 +41,9 @@ fn bench(c: &mut Criterion) {
             let mut id = 7;
             for _ in 0..31 {
                 let logits = model.next_logits(&[id], &mut cache).expect("step");
-                id = (0..logits.len()).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap_or(0) as u32;
+                id = (0..logits.len())
+                    .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+                    .unwrap_or(0) as u32;
             }
             id
         })

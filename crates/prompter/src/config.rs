@@ -157,7 +157,9 @@ impl Qwen3Config {
     pub fn validate(&self) -> Result<(), String> {
         let c = self;
         if c.attention_bias {
-            return Err("attention_bias is true (Qwen2's biased projections); Qwen3 has none".into());
+            return Err(
+                "attention_bias is true (Qwen2's biased projections); Qwen3 has none".into(),
+            );
         }
         if c.hidden_act != "silu" {
             return Err(format!("hidden_act {:?} (only silu)", c.hidden_act));
@@ -188,7 +190,10 @@ impl Qwen3Config {
             ));
         }
         if !c.head_dim().is_multiple_of(2) {
-            return Err(format!("head_dim {} is odd (RoPE needs pairs)", c.head_dim()));
+            return Err(format!(
+                "head_dim {} is odd (RoPE needs pairs)",
+                c.head_dim()
+            ));
         }
         Ok(())
     }
@@ -200,7 +205,10 @@ impl Qwen3Config {
         let (h, i, hd) = (c.hidden_size, c.intermediate_size, c.head_dim());
         let (q, kv) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
         let mut v = vec![
-            ("model.embed_tokens.weight".to_owned(), vec![c.vocab_size, h]),
+            (
+                "model.embed_tokens.weight".to_owned(),
+                vec![c.vocab_size, h],
+            ),
             ("model.norm.weight".to_owned(), vec![h]),
         ];
         if !c.tie_word_embeddings {

@@ -3,40 +3,15 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use burn::module::{Module, Param};
-use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Tensor, TensorData, activation, backend::Backend};
-use sakiko_ops::clamp_fp16;
+use sakiko_ops::{RmsNorm, clamp_fp16};
 use sakiko_weights::{HostEmbedding, ParamSource, WeightFile, Weights, load_module};
 
 use crate::{PrompterError, Qwen3Config};
-
-/// Qwen's RMSNorm: `x · rsqrt(mean(x²) + eps) · w` over the last axis, in f32.
-#[derive(Module, Debug)]
-struct RmsNorm<B: Backend> {
-    weight: Param<Tensor<B, 1>>,
-    eps: f64,
-}
-
-impl<B: Backend> RmsNorm<B> {
-    fn init(dim: usize, eps: f64, device: &B::Device) -> Self {
-        Self {
-            weight: Initializer::Ones.init([dim], device),
-            eps,
-        }
-    }
-
-    /// Computed in f32 and returned in the input's dtype, as transformers does.
-    fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dtype = x.dtype();
-        let x = x.cast(FloatDType::F32);
-        let rms = x.clone().square().mean_dim(D - 1).add_scalar(self.eps).sqrt();
-        let w: Tensor<B, D> = self.weight.val().unsqueeze();
-        ((x / rms) * w).cast(FloatDType::from(dtype))
-    }
-}
 
 fn linear<B: Backend>(d_in: usize, d_out: usize, device: &B::Device) -> Linear<B> {
     LinearConfig::new(d_in, d_out).with_bias(false).init(device)
@@ -254,15 +229,26 @@ impl<B: Backend> Qwen3<B> {
     /// # Shapes
     /// - `ids`: `L ≥ 1` token ids
     /// - returns `[L, vocab_size]`
-    pub fn forward(&self, ids: &[u32], cache: &mut KvCache<B>) -> Result<Tensor<B, 2>, PrompterError> {
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache<B>,
+    ) -> Result<Tensor<B, 2>, PrompterError> {
         let x = self.hidden(ids, cache)?;
         let [_, l, h] = x.dims();
-        Ok(self.lm_head.forward(x.reshape([l, h])).cast(FloatDType::F32))
+        Ok(self
+            .lm_head
+            .forward(x.reshape([l, h]))
+            .cast(FloatDType::F32))
     }
 
     /// Runs `ids` after the cached tokens and returns the logits of the last one only (the head
     /// runs on one row, which is what generation needs).
-    pub fn next_logits(&self, ids: &[u32], cache: &mut KvCache<B>) -> Result<Vec<f32>, PrompterError> {
+    pub fn next_logits(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache<B>,
+    ) -> Result<Vec<f32>, PrompterError> {
         let x = self.hidden(ids, cache)?;
         let [_, l, h] = x.dims();
         let last = x.narrow(1, l - 1, 1).reshape([1, h]);
@@ -294,7 +280,9 @@ impl<B: Backend> Qwen3<B> {
             });
         }
         if cache.layers.len() != self.layers.len() {
-            return Err(PrompterError::Input("the cache belongs to another model".into()));
+            return Err(PrompterError::Input(
+                "the cache belongs to another model".into(),
+            ));
         }
         let device = self.lm_head.weight.device();
         let (l, h) = (ids.len(), c.hidden_size);
@@ -304,7 +292,8 @@ impl<B: Backend> Qwen3<B> {
         }
         let x: Tensor<B, 3> = Tensor::from_data(TensorData::new(values, [1, l, h]), &device);
         let mut x = x.cast(self.dtype);
-        let (cos, sin) = rope_tables::<B>(c, cache.len, l, &device);
+        let (cos, sin) =
+            sakiko_ops::rope_tables::<B>(c.rope_theta, c.head_dim(), cache.len, l, &device);
         let (cos, sin) = (cos.cast(self.dtype), sin.cast(self.dtype));
         let mask = (l > 1).then(|| causal_mask::<B>(cache.len, l, c.num_attention_heads, &device));
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
@@ -342,8 +331,16 @@ impl<B: Backend> Qwen3<B> {
             };
             t.swap_dims(1, 2)
         };
-        let q = rotate(heads_of(attn.q_proj.forward(u.clone()), heads, Some(&attn.q_norm)));
-        let k = rotate(heads_of(attn.k_proj.forward(u.clone()), kv, Some(&attn.k_norm)));
+        let q = rotate(heads_of(
+            attn.q_proj.forward(u.clone()),
+            heads,
+            Some(&attn.q_norm),
+        ));
+        let k = rotate(heads_of(
+            attn.k_proj.forward(u.clone()),
+            kv,
+            Some(&attn.k_norm),
+        ));
         let v = heads_of(attn.v_proj.forward(u), kv, None);
         let (k, v) = match slot.take() {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
@@ -369,7 +366,14 @@ impl<B: Backend> Qwen3<B> {
                     softcap: None,
                     is_causal: false,
                 };
-                attention(f32(q), f32(repeat(k)), f32(repeat(v)), Some(mask), None, options)
+                attention(
+                    f32(q),
+                    f32(repeat(k)),
+                    f32(repeat(v)),
+                    Some(mask),
+                    None,
+                    options,
+                )
             }
         };
         let a = a
@@ -383,29 +387,6 @@ impl<B: Backend> Qwen3<B> {
         );
         clamp_fp16(x + f)
     }
-}
-
-/// Rotate-half RoPE tables `[1, 1, L, head_dim]` for positions `start..start + L`, in f32 as
-/// transformers computes them.
-fn rope_tables<B: Backend>(
-    c: &Qwen3Config,
-    start: usize,
-    l: usize,
-    device: &B::Device,
-) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    let hd = c.head_dim();
-    let inv: Vec<f32> = (0..hd / 2)
-        .map(|k| 1.0 / (c.rope_theta as f32).powf((2 * k) as f32 / hd as f32))
-        .collect();
-    let (mut cos, mut sin) = (Vec::with_capacity(l * hd), Vec::with_capacity(l * hd));
-    for pos in start..start + l {
-        for _ in 0..2 {
-            cos.extend(inv.iter().map(|f| (pos as f32 * f).cos()));
-            sin.extend(inv.iter().map(|f| (pos as f32 * f).sin()));
-        }
-    }
-    let t = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, l, hd]), device);
-    (t(cos), t(sin))
 }
 
 /// The causal mask of `l` new queries after `past` cached keys: `[1, H, L, past + L]`, true =

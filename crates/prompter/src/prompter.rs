@@ -219,7 +219,10 @@ impl<B: Backend> Prompter<B> {
         if let Some(system) = &self.system_prompt {
             messages.push(Message::new("system", system.trim_end()));
         }
-        messages.push(Message::new("user", self.user_template.replace("{idea}", idea)));
+        messages.push(Message::new(
+            "user",
+            self.user_template.replace("{idea}", idea),
+        ));
         self.template.render(&messages, true, Some(false))
     }
 
@@ -353,9 +356,8 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer, PrompterError> {
             reason: "missing (the prompter folder needs its tokenizer.json)".into(),
         });
     }
-    Tokenizer::from_file(path).map_err(|e| {
-        PrompterError::Tokenizer(format!("{}: {e}", PathBuf::from(path).display()))
-    })
+    Tokenizer::from_file(path)
+        .map_err(|e| PrompterError::Tokenizer(format!("{}: {e}", PathBuf::from(path).display())))
 }
 
 /// What a failed attempt leaves: the normalised text, the problem, the diagnostics.

@@ -56,7 +56,11 @@ impl Sampling {
     pub fn from_generation_config(g: &GenerationConfig, seed: u64) -> Self {
         let greedy = g.do_sample == Some(false);
         Self {
-            temperature: if greedy { 0.0 } else { g.temperature.unwrap_or(1.0) },
+            temperature: if greedy {
+                0.0
+            } else {
+                g.temperature.unwrap_or(1.0)
+            },
             top_k: g.top_k.filter(|&k| k > 0),
             top_p: g.top_p.filter(|&p| p < 1.0),
             min_p: g.min_p.filter(|&p| p > 0.0),
@@ -116,7 +120,9 @@ impl Sampling {
             let mut sorted = s.clone();
             sorted.sort_unstable_by(|a, b| b.total_cmp(a));
             let kth = sorted[k.max(1) - 1];
-            s.iter_mut().filter(|v| **v < kth).for_each(|v| *v = f64::NEG_INFINITY);
+            s.iter_mut()
+                .filter(|v| **v < kth)
+                .for_each(|v| *v = f64::NEG_INFINITY);
         }
         if let Some(top_p) = self.top_p.filter(|&p| p < 1.0) {
             // Ascending order; drop the low tail whose cumulative mass is ≤ 1 − p, keeping the

@@ -74,11 +74,18 @@ fn chunked_prefill_matches_one_prefill() {
     assert!(d < TOLERANCE, "max |Δ| {d}");
 }
 
-/// bf16 compute stays close to the f32 reference (the weights are bf16-exact).
+/// Half-precision compute stays close to the f32 reference (the weights are bf16-exact): bf16,
+/// or f16 on devices without bf16 (lavapipe).
 #[test]
-fn bf16_compute_is_close() {
+fn half_precision_compute_is_close() {
+    use burn::tensor::backend::Backend;
     let device = Default::default();
-    let model = Qwen3::<B>::load(fixtures().join("untied"), FloatDType::BF16, &device).unwrap();
+    let dtype = if B::supports_dtype(&device, FloatDType::BF16.into()) {
+        FloatDType::BF16
+    } else {
+        FloatDType::F16
+    };
+    let model = Qwen3::<B>::load(fixtures().join("untied"), dtype, &device).unwrap();
     let case = &json("models.json")["untied"];
     let (want, _) = tensor("untied/logits.safetensors", "prefill");
     let mut cache = model.new_cache();
@@ -87,4 +94,29 @@ fn bf16_compute_is_close() {
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = max_abs_diff(&got, &want);
     assert!(d < 3e-2 * scale, "max |Δ| {d} (largest logit {scale})");
+}
+
+/// The context ends at `max_position_embeddings` (128 here): filling it exactly works, one token
+/// more is an error (not a sliding window that would shift RoPE positions), and the cache is
+/// left as it was.
+#[test]
+fn the_context_limit_is_an_error() {
+    let device = Default::default();
+    let model = Qwen3::<B>::load(fixtures().join("tied"), FloatDType::F32, &device).unwrap();
+    let max = model.config().max_position_embeddings;
+    let ids: Vec<u32> = (0..max as u32).map(|i| i % 50).collect();
+    let mut cache = model.new_cache();
+    model.next_logits(&ids[..max - 1], &mut cache).unwrap();
+    model.next_logits(&ids[max - 1..], &mut cache).unwrap();
+    assert_eq!(cache.len(), max);
+    let err = model.next_logits(&[1], &mut cache).unwrap_err();
+    assert!(
+        matches!(err, sakiko_prompter::PrompterError::ContextFull { needed, max: m } if needed == max + 1 && m == max),
+        "{err}"
+    );
+    assert_eq!(cache.len(), max);
+    let err = model
+        .next_logits(&[10_000], &mut model.new_cache())
+        .unwrap_err();
+    assert!(err.to_string().contains("outside the vocabulary"), "{err}");
 }

@@ -8,10 +8,15 @@ use std::path::Path;
 
 use burn::tensor::FloatDType;
 use common::{B, fixtures, ids, json};
-use sakiko_prompter::{PrompterError, Prompter, Qwen3Config, Sampling};
+use sakiko_prompter::{Prompter, PrompterError, Qwen3Config, Sampling};
 
 fn prompter() -> Prompter<B> {
-    Prompter::load(fixtures().join("prompter"), FloatDType::F32, &Default::default()).unwrap()
+    Prompter::load(
+        fixtures().join("prompter"),
+        FloatDType::F32,
+        &Default::default(),
+    )
+    .unwrap()
 }
 
 /// The chat prompt and its ids equal transformers' (system prompt from system_prompt.txt,
@@ -34,7 +39,10 @@ fn prompt_and_greedy_generation_match_transformers() {
         .unwrap();
     // transformers keeps the stop token; ours ends before it.
     let want = ids(&reference["greedy_ids"]);
-    assert_eq!(Some(want[want.len() - 1]), p.tokenizer().token_to_id("<|im_end|>"));
+    assert_eq!(
+        Some(want[want.len() - 1]),
+        p.tokenizer().token_to_id("<|im_end|>")
+    );
     assert_eq!(out.tokens.ids, want[..want.len() - 1]);
     assert_eq!(out.tokens.finish, sakiko_prompter::Finish::Stop);
     assert_eq!(out.text, reference["greedy_text"].as_str().unwrap());
@@ -51,13 +59,27 @@ fn expand_normalises_and_validates() {
         ..p.expand_options(0)
     };
     let e = p
-        .expand(reference["idea"].as_str().unwrap(), &options, |_| ControlFlow::Continue(()))
+        .expand(reference["idea"].as_str().unwrap(), &options, |_| {
+            ControlFlow::Continue(())
+        })
         .unwrap();
     assert_eq!(e.raw, reference["greedy_text"].as_str().unwrap());
     assert_eq!(e.text, sakiko_prompt::normalize(&e.raw));
-    assert!(e.text.contains("<copyright>bang dream!</copyright>"), "{}", e.text);
-    assert!(e.text.contains("blue hair, long hair, cherry blossoms"), "{}", e.text);
-    assert!(e.text.contains("<meta>masterpiece, newest, highres</meta>"), "{}", e.text);
+    assert!(
+        e.text.contains("<copyright>bang dream!</copyright>"),
+        "{}",
+        e.text
+    );
+    assert!(
+        e.text.contains("blue hair, long hair, cherry blossoms"),
+        "{}",
+        e.text
+    );
+    assert!(
+        e.text.contains("<meta>masterpiece, newest, highres</meta>"),
+        "{}",
+        e.text
+    );
     assert_eq!(e.attempts, 1);
     assert!(sakiko_prompt::check(&e.text).diagnostics.is_empty());
 }
@@ -67,10 +89,20 @@ fn expand_normalises_and_validates() {
 fn a_seed_gives_the_same_text() {
     let p = prompter();
     let options = p.expand_options(11);
-    assert!(!options.sampling.is_greedy(), "generation_config.json samples");
+    assert!(
+        !options.sampling.is_greedy(),
+        "generation_config.json samples"
+    );
     let run = |seed| {
-        let s = Sampling { seed, temperature: 1.5, ..options.sampling.clone() };
-        p.generate("a cat", &s, 40, |_| ControlFlow::Continue(())).unwrap().tokens.ids
+        let s = Sampling {
+            seed,
+            temperature: 1.5,
+            ..options.sampling.clone()
+        };
+        p.generate("a cat", &s, 40, |_| ControlFlow::Continue(()))
+            .unwrap()
+            .tokens
+            .ids
     };
     assert_eq!(run(3), run(3));
 }
@@ -83,7 +115,11 @@ fn cancelling_stops_generation() {
     let err = p
         .generate("a cat", &Sampling::greedy(), 100, |_| {
             pieces += 1;
-            if pieces == 3 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if pieces == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         })
         .unwrap_err();
     assert!(matches!(err, PrompterError::Cancelled));
@@ -98,14 +134,20 @@ fn invalid_output_is_a_clear_error_after_retries() {
     let dir = fixtures().join("prompter");
     let device = Default::default();
     let p = prompter();
-    let model = Qwen3Config::from_file(dir.join("config.json")).unwrap().init::<B>(&device);
+    let model = Qwen3Config::from_file(dir.join("config.json"))
+        .unwrap()
+        .init::<B>(&device);
     let random = Prompter::from_parts(
         model,
         p.tokenizer().clone(),
         sakiko_prompter::ChatTemplate::from_folder(&dir).unwrap(),
         p.generation_config().clone(),
     );
-    let options = sakiko_prompter::ExpandOptions { max_new_tokens: 12, attempts: 2, ..p.expand_options(1) };
+    let options = sakiko_prompter::ExpandOptions {
+        max_new_tokens: 12,
+        attempts: 2,
+        ..p.expand_options(1)
+    };
     let mut runs = 0;
     let err = random
         .expand("a cat", &options, |_| {
@@ -113,7 +155,10 @@ fn invalid_output_is_a_clear_error_after_retries() {
             ControlFlow::Continue(())
         })
         .unwrap_err();
-    let PrompterError::InvalidOutput { attempts, problem, .. } = &err else {
+    let PrompterError::InvalidOutput {
+        attempts, problem, ..
+    } = &err
+    else {
         panic!("{err}")
     };
     assert_eq!(*attempts, 2);
@@ -127,7 +172,10 @@ fn invalid_output_is_a_clear_error_after_retries() {
 #[test]
 fn an_empty_idea_is_refused() {
     let err = prompter().render("   ").unwrap_err();
-    assert!(matches!(err, PrompterError::Input(ref m) if m.contains("empty")), "{err}");
+    assert!(
+        matches!(err, PrompterError::Input(ref m) if m.contains("empty")),
+        "{err}"
+    );
 }
 
 fn copy_folder(from: &Path, to: &Path) {
@@ -143,8 +191,13 @@ fn load(dir: &Path) -> Result<Prompter<B>, PrompterError> {
 
 #[test]
 fn missing_files_are_named() {
-    let err = load(Path::new("/nonexistent/prompter")).unwrap_err().to_string();
-    assert!(err.contains("not a folder") && err.contains("Sakiko-Prompt-Gen"), "{err}");
+    let err = load(Path::new("/nonexistent/prompter"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not a folder") && err.contains("Sakiko-Prompt-Gen"),
+        "{err}"
+    );
     for file in ["tokenizer.json", "config.json", "model.safetensors"] {
         let dir = tempfile::tempdir().unwrap();
         copy_folder(&fixtures().join("prompter"), dir.path());
@@ -160,13 +213,18 @@ fn other_architectures_are_refused() {
     let qwen2 = serde_json::json!({ "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"],
         "vocab_size": 425, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2 });
-    let gemma = serde_json::json!({ "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2" });
+    let gemma =
+        serde_json::json!({ "architectures": ["Gemma2ForCausalLM"], "model_type": "gemma2" });
     let biased = {
         let mut c: serde_json::Value = json("prompter/config.json");
         c["attention_bias"] = true.into();
         c
     };
-    for (config, expect) in [(qwen2, "qwen2"), (gemma, "gemma2"), (biased, "attention_bias")] {
+    for (config, expect) in [
+        (qwen2, "qwen2"),
+        (gemma, "gemma2"),
+        (biased, "attention_bias"),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         copy_folder(&fixtures().join("prompter"), dir.path());
         std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();

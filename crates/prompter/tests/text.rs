@@ -17,7 +17,11 @@ fn tokenizer_ids_match_transformers() {
         let got = tokenizer.encode(text.as_str(), false).unwrap();
         assert_eq!(got.get_ids(), ids(want).as_slice(), "{text:?}");
         let decoded = tokenizer.decode(got.get_ids(), false).unwrap();
-        assert_eq!(decoded, cases["decoded"][text].as_str().unwrap(), "{text:?}");
+        assert_eq!(
+            decoded,
+            cases["decoded"][text].as_str().unwrap(),
+            "{text:?}"
+        );
     }
 }
 
@@ -36,7 +40,8 @@ fn templates_render_as_transformers() {
         let name = case["template"].as_str().unwrap();
         let template =
             ChatTemplate::new(name, fixture["templates"][name].as_str().unwrap()).unwrap();
-        let messages = conversation(&fixture["conversations"][case["conversation"].as_str().unwrap()]);
+        let messages =
+            conversation(&fixture["conversations"][case["conversation"].as_str().unwrap()]);
         let got = template
             .render(
                 &messages,
@@ -82,10 +87,17 @@ fn template_errors_name_the_template() {
     let err = ChatTemplate::new("broken.jinja", "{% for m in messages %}{{ m.role }")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("broken.jinja") && err.contains("line 1"), "{err}");
+    assert!(
+        err.contains("broken.jinja") && err.contains("line 1"),
+        "{err}"
+    );
 
     let fixture = json("templates.json");
-    let t = ChatTemplate::new("prompter", fixture["templates"]["prompter"].as_str().unwrap()).unwrap();
+    let t = ChatTemplate::new(
+        "prompter",
+        fixture["templates"]["prompter"].as_str().unwrap(),
+    )
+    .unwrap();
     let err = t
         .render(&[Message::new("narrator", "x")], true, None)
         .unwrap_err();
@@ -94,7 +106,9 @@ fn template_errors_name_the_template() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tokenizer_config.json"), "{}").unwrap();
-    let err = ChatTemplate::from_folder(dir.path()).unwrap_err().to_string();
+    let err = ChatTemplate::from_folder(dir.path())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("no chat template"), "{err}");
 }
 

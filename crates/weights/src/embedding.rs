@@ -28,7 +28,12 @@ pub enum HostEmbedding {
 
 impl HostEmbedding {
     /// Reads the table `name` (within `w`), checking that it is `[vocab, dim]` of a float type.
-    pub fn load(w: &Weights<'_>, name: &str, vocab: usize, dim: usize) -> Result<Self, WeightError> {
+    pub fn load(
+        w: &Weights<'_>,
+        name: &str,
+        vocab: usize,
+        dim: usize,
+    ) -> Result<Self, WeightError> {
         let file = w.file();
         let key = w.key(name);
         let found = file.shape(&key).map(<[usize]>::to_vec).unwrap_or_default();

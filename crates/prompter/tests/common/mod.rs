@@ -9,15 +9,18 @@ pub type B = burn::backend::Wgpu;
 #[cfg(not(feature = "wgpu"))]
 pub type B = burn::backend::Flex;
 
+/// `tests/fixtures/`.
 pub fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// A JSON fixture.
 pub fn json(name: &str) -> serde_json::Value {
     let text = std::fs::read_to_string(fixtures().join(name)).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
+/// A JSON array of token ids.
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()
         .unwrap()
@@ -39,7 +42,11 @@ pub fn tensor(file: &str, key: &str) -> (Vec<f32>, Vec<usize>) {
     (values, t.shape().to_vec())
 }
 
+/// The largest absolute difference.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -1,0 +1,28 @@
+//! Rotate-half rotary position tables (Gemma-2, Qwen3).
+
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+
+/// Rotate-half RoPE tables `(cos, sin)`, each `[1, 1, L, head_dim]`, for positions
+/// `start..start + len`, computed in f32 as transformers computes them
+/// (`inv_freq = 1 / θ^(2k/d)`, the angle table repeated for both halves).
+pub fn rope_tables<B: Backend>(
+    theta: f64,
+    head_dim: usize,
+    start: usize,
+    len: usize,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let hd = head_dim;
+    let inv: Vec<f32> = (0..hd / 2)
+        .map(|k| 1.0 / (theta as f32).powf((2 * k) as f32 / hd as f32))
+        .collect();
+    let (mut cos, mut sin) = (Vec::with_capacity(len * hd), Vec::with_capacity(len * hd));
+    for pos in start..start + len {
+        for _ in 0..2 {
+            cos.extend(inv.iter().map(|f| (pos as f32 * f).cos()));
+            sin.extend(inv.iter().map(|f| (pos as f32 * f).sin()));
+        }
+    }
+    let t = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, len, hd]), device);
+    (t(cos), t(sin))
+}
