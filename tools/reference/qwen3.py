@@ -218,10 +218,15 @@ def qwen3(vocab, tied, **overrides):
     return Qwen3ForCausalLM(cfg).eval(), cfg
 
 
-def save_config(cfg, folder):
+def save_config(cfg, folder, legacy_rope=False):
+    """transformers 5 writes `rope_parameters: {rope_theta, rope_type}`; published Qwen3 folders
+    (Qwen/Qwen3-0.6B) have a top-level `rope_theta` and `rope_scaling: null`: `legacy_rope`."""
     d = cfg.to_dict()
     d.pop("attn_implementation", None)
     d.pop("_attn_implementation_autoset", None)
+    if legacy_rope:
+        d["rope_theta"] = d.pop("rope_parameters")["rope_theta"]
+        d["rope_scaling"] = None
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(d, f, indent=2, sort_keys=True)
 
@@ -229,9 +234,10 @@ def save_config(cfg, folder):
 def model_fixtures(vocab):
     gen = torch.Generator().manual_seed(3)
     results = {}
+    # The tied model uses RoPE θ 1e4 (not the 1e6 default), so a θ read wrongly shows.
     for name, tied, dtype in (("tied", True, torch.float32), ("untied", False, torch.bfloat16)):
         torch.manual_seed(1 if tied else 2)
-        model, cfg = qwen3(vocab, tied)
+        model, cfg = qwen3(vocab, tied, **({"rope_theta": 10000.0} if tied else {}))
         perturb(model, gen)
         with torch.no_grad():
             for p in model.parameters():
@@ -252,7 +258,7 @@ def model_fixtures(vocab):
                 weight_map.update({k: file for k in ks})
             with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
                 json.dump({"metadata": {"total_size": 0}, "weight_map": weight_map}, f, indent=2)
-        save_config(cfg, folder)
+        save_config(cfg, folder, legacy_rope=not tied)
 
         ids = torch.randint(0, vocab, (1, 12), generator=gen)
         steps = torch.randint(0, vocab, (1, 20), generator=gen)

@@ -32,7 +32,8 @@ pub struct Qwen3Config {
     /// RMSNorm epsilon (1e-6).
     #[serde(default = "eps")]
     pub rms_norm_eps: f64,
-    /// RoPE base (1e6).
+    /// RoPE base (1e6). Read from `rope_theta`, or from `rope_parameters.rope_theta` as
+    /// transformers ≥ 5 writes it.
     #[serde(default = "theta")]
     pub rope_theta: f64,
     /// `lm_head` shares the embedding table (true for 0.6B); when the file has no
@@ -134,6 +135,23 @@ impl Qwen3Config {
                     .or(architectures)
                     .unwrap_or_else(|| "no model_type".into()),
             });
+        }
+        let mut value = value;
+        // transformers 5 moved RoPE settings into `rope_parameters`; only plain RoPE is supported.
+        if let Some(params) = value.get("rope_parameters").cloned().filter(|p| !p.is_null()) {
+            let kind = params.get("rope_type").and_then(|t| t.as_str());
+            if kind.is_some_and(|k| k != "default") {
+                return Err(PrompterError::Config {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "rope_parameters.rope_type {:?} (only plain RoPE is supported)",
+                        kind.unwrap_or_default()
+                    ),
+                });
+            }
+            if let Some(theta) = params.get("rope_theta") {
+                value["rope_theta"] = theta.clone();
+            }
         }
         let config: Self = serde_json::from_value(value).map_err(|e| PrompterError::Config {
             path: path.to_path_buf(),

@@ -120,3 +120,16 @@ fn the_context_limit_is_an_error() {
         .unwrap_err();
     assert!(err.to_string().contains("outside the vocabulary"), "{err}");
 }
+
+/// RoPE θ is read from both config layouts: `rope_parameters.rope_theta` (transformers 5; the
+/// tied fixture, θ 1e4) and a top-level `rope_theta` (published Qwen3 folders; the untied one).
+#[test]
+fn rope_theta_from_both_config_layouts() {
+    let read = |name: &str| {
+        sakiko_prompter::Qwen3Config::from_file(fixtures().join(name).join("config.json"))
+            .unwrap()
+            .rope_theta
+    };
+    assert_eq!(read("tied"), 1e4);
+    assert_eq!(read("untied"), 1e6);
+}
