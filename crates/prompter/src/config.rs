@@ -138,7 +138,11 @@ impl Qwen3Config {
         }
         let mut value = value;
         // transformers 5 moved RoPE settings into `rope_parameters`; only plain RoPE is supported.
-        if let Some(params) = value.get("rope_parameters").cloned().filter(|p| !p.is_null()) {
+        if let Some(params) = value
+            .get("rope_parameters")
+            .cloned()
+            .filter(|p| !p.is_null())
+        {
             let kind = params.get("rope_type").and_then(|t| t.as_str());
             if kind.is_some_and(|k| k != "default") {
                 return Err(PrompterError::Config {
