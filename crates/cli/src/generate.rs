@@ -259,14 +259,16 @@ impl GenerateArgs {
         Ok(files)
     }
 
-    /// The request; `expanded` is the prompter's prompt when --idea is given.
-    fn request(&self, expanded: Option<&str>) -> Result<GenerationRequest, CliError> {
+    /// The request. With --idea its prompt is a valid stand-in until the prompter has written
+    /// the real one (which the prompter checks), so that the settings are validated before the
+    /// prompter runs.
+    fn request(&self) -> Result<GenerationRequest, CliError> {
         let usage = |e: sakiko_sampling::SamplingError| CliError::Usage(e.to_string());
-        let prompt = match (&self.prompt, &self.prompt_file, expanded) {
-            (_, _, Some(p)) => p.to_owned(),
+        let prompt = match (&self.prompt, &self.prompt_file, &self.idea) {
             (Some(p), _, _) => p.clone(),
             (None, Some(f), _) => std::fs::read_to_string(f)
                 .map_err(|e| CliError::Failed(format!("{}: {e}", f.display())))?,
+            (None, None, Some(_)) => "1girl".into(),
             (None, None, None) => String::new(),
         };
         let scale = self.cfg;
@@ -292,7 +294,7 @@ impl GenerateArgs {
             .sampler(self.sampler.parse().map_err(usage)?)
             .scheduler(self.scheduler.parse().map_err(usage)?)
             .shift(self.shift)
-            .seed(self.seed.unwrap_or_default())
+            .seed(self.seed.unwrap_or_else(random_seed))
             .batch(self.batch)
             .depth(if self.depth == 16 {
                 OutputDepth::Sixteen
@@ -333,12 +335,9 @@ impl GenerateArgs {
 impl Job for GenerateArgs {
     type Output = ();
 
-    fn run<B: Backend>(mut self, device: B::Device) -> Result<(), CliError> {
-        let seed = *self.seed.get_or_insert_with(random_seed);
-        // Checked with the expansion's placeholder first, so bad settings fail before the
-        // prompter runs.
-        let placeholder = self.idea.as_ref().map(|_| "1girl");
-        self.request(placeholder)?.validate()?;
+    fn run<B: Backend>(self, device: B::Device) -> Result<(), CliError> {
+        let mut request = self.request()?;
+        request.validate()?;
         // Found out now, not after minutes of generating.
         for path in std::iter::once(&self.output).chain(&self.save_latent) {
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
@@ -356,14 +355,15 @@ impl Job for GenerateArgs {
                 dir,
                 &self.prompter_sampling,
                 idea,
-                self.prompter_seed.unwrap_or(seed),
+                self.prompter_seed.unwrap_or(request.seed),
                 self.quiet,
                 &device,
             )?),
             _ => None,
         };
-        let request = self.request(expansion.as_ref().map(|e| e.text.as_str()))?;
-        request.validate()?;
+        if let Some(e) = &expansion {
+            request.prompt = e.text.clone();
+        }
         let mut pipeline = Pipeline::<B>::builder(files)
             .device(device)
             .vae_tiling(self.vae_tile.map(|tile| Tiling {

@@ -9,7 +9,7 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Tensor, TensorData, backend::Backend};
-use sakiko_ops::clamp_fp16;
+use sakiko_ops::{apply_rope, clamp_fp16, repeat_kv};
 use sakiko_weights::{HostEmbedding, ParamSource, WeightError, WeightFile, Weights, load_module};
 
 use crate::{EncoderOptions, Gemma2Config};
@@ -385,24 +385,16 @@ impl<B: Backend> Gemma2<B> {
         let [b, l, _] = x.dims();
         let (heads, kv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let u = layer.input_layernorm.forward(x.clone());
-        let rotate = |t: Tensor<B, 4>| -> Tensor<B, 4> {
-            let first = t.clone().narrow(3, 0, hd / 2);
-            let second = t.clone().narrow(3, hd / 2, hd / 2);
-            t * cos.clone() + Tensor::cat(vec![second.neg(), first], 3) * sin.clone()
-        };
         let split = |t: Tensor<B, 3>, n: usize| -> Tensor<B, 4> {
             t.reshape([b, l, n, hd]).swap_dims(1, 2)
         };
+        let rotate = |t| apply_rope(t, cos, sin);
         let q = rotate(split(layer.self_attn.q_proj.forward(u.clone()), heads));
-        let repeat = |t: Tensor<B, 4>| -> Tensor<B, 4> {
-            if heads == kv {
-                return t;
-            }
-            let t: Tensor<B, 5> = t.unsqueeze_dim(2);
-            t.repeat_dim(2, heads / kv).reshape([b, heads, l, hd])
-        };
-        let k = repeat(rotate(split(layer.self_attn.k_proj.forward(u.clone()), kv)));
-        let v = repeat(split(layer.self_attn.v_proj.forward(u), kv));
+        let k = repeat_kv(
+            rotate(split(layer.self_attn.k_proj.forward(u.clone()), kv)),
+            heads / kv,
+        );
+        let v = repeat_kv(split(layer.self_attn.v_proj.forward(u), kv), heads / kv);
         let options = AttentionModuleOptions {
             scale: Some(c.query_pre_attn_scalar.powf(-0.5)),
             softcap,
@@ -431,14 +423,10 @@ impl<B: Backend> Gemma2<B> {
 /// sharded `model.safetensors.index.json`).
 pub fn open_weights(path: impl AsRef<Path>) -> Result<WeightFile, GemmaError> {
     let path = path.as_ref();
-    if !path.is_dir() {
-        return Ok(WeightFile::open_any(path)?);
-    }
-    let index = path.join("model.safetensors.index.json");
-    Ok(if index.exists() {
-        WeightFile::open_index(index)?
+    Ok(if path.is_dir() {
+        WeightFile::open_transformers_folder(path)?
     } else {
-        WeightFile::open(path.join("model.safetensors"))?
+        WeightFile::open_any(path)?
     })
 }
 

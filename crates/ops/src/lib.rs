@@ -21,7 +21,7 @@ mod norm;
 mod rope;
 
 pub use norm::RmsNorm;
-pub use rope::rope_tables;
+pub use rope::{apply_rope, rope_tables};
 
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -107,6 +107,22 @@ pub fn attention<B: Backend>(
         start = end;
     }
     Tensor::cat(out, 0)
+}
+
+/// Repeats each key/value head `groups` times, consecutive copies together (query head `i` uses
+/// key/value head `i / groups`), for kernels that need one K/V head per query head (Burn's masked
+/// attention). [`attention`] avoids this copy.
+///
+/// # Shapes
+/// - `t`: `[B, H_kv, S, D]`
+/// - returns `[B, H_kv · groups, S, D]`
+pub fn repeat_kv<B: Backend>(t: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
+    if groups == 1 {
+        return t;
+    }
+    let [b, h, s, d] = t.dims();
+    let t: Tensor<B, 5> = t.unsqueeze_dim(2);
+    t.repeat_dim(2, groups).reshape([b, h * groups, s, d])
 }
 
 /// One backend call: query groups stacked per KV head, rows padded to [`QUERY_BLOCK`], every

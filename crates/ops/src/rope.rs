@@ -26,3 +26,21 @@ pub fn rope_tables<B: Backend>(
     let t = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, len, hd]), device);
     (t(cos), t(sin))
 }
+
+/// Applies rotate-half RoPE: `x·cos + rotate_half(x)·sin`, where `rotate_half` of the halves
+/// `(a, b)` is `(−b, a)`.
+///
+/// # Shapes
+/// - `x`: `[B, H, L, head_dim]`
+/// - `cos`, `sin`: `[1, 1, L, head_dim]` (from [`rope_tables`])
+/// - returns `[B, H, L, head_dim]`
+pub fn apply_rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let half = x.dims()[3] / 2;
+    let first = x.clone().narrow(3, 0, half);
+    let second = x.clone().narrow(3, half, half);
+    x * cos.clone() + Tensor::cat(vec![second.neg(), first], 3) * sin.clone()
+}

@@ -8,22 +8,17 @@
 use burn::backend::Flex;
 use burn::tensor::FloatDType;
 use criterion::{Criterion, criterion_group, criterion_main};
-use sakiko_prompter::{Qwen3, Qwen3Config, open_weights};
+use sakiko_prompter::Qwen3;
 
 fn bench(c: &mut Criterion) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/qwen3-bench");
     let device = Default::default();
-    let config = Qwen3Config::from_file(format!("{dir}/config.json")).unwrap_or_else(|e| {
+    let model = Qwen3::<Flex>::load(dir, FloatDType::F32, &device).unwrap_or_else(|e| {
         panic!(
             "{e}\nrun `.venv-ref/bin/python tools/reference/qwen3_bench.py` first to create {dir}"
         )
     });
-    let file = open_weights(dir.as_ref()).expect("weights");
-    let model: Qwen3<Flex> = config
-        .init(&device)
-        .load_weights(&file, FloatDType::F32, &device)
-        .expect("model");
-    let vocab = config.vocab_size as u32;
+    let vocab = model.config().vocab_size as u32;
     let ids: Vec<u32> = (0..128u32).map(|i| 1 + i * 7919 % (vocab - 1)).collect();
     let mut group = c.benchmark_group("qwen3");
     group.sample_size(10);

@@ -29,7 +29,7 @@ mod template;
 pub use config::{GenerationConfig, Qwen3Config};
 pub use error::PrompterError;
 pub use generate::{Finish, GenerateOptions, Tokens, generate};
-pub use model::{KvCache, Qwen3, open_weights};
+pub use model::{KvCache, Qwen3};
 pub use prompter::{
     DEFAULT_USER_TEMPLATE, ExpandOptions, Expansion, Generated, Prompter, SAKIKO_PROMPTER_REPO,
     load_tokenizer,

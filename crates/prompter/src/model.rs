@@ -8,7 +8,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Tensor, TensorData, activation, backend::Backend};
-use sakiko_ops::{RmsNorm, clamp_fp16};
+use sakiko_ops::{RmsNorm, apply_rope, clamp_fp16, repeat_kv};
 use sakiko_weights::{HostEmbedding, ParamSource, WeightFile, Weights, load_module};
 
 use crate::{PrompterError, Qwen3Config};
@@ -136,23 +136,6 @@ impl Qwen3Config {
     }
 }
 
-/// Opens the weights of a Hugging Face folder: `model.safetensors`, or the shards of
-/// `model.safetensors.index.json`.
-pub fn open_weights(dir: &Path) -> Result<WeightFile, PrompterError> {
-    let index = dir.join("model.safetensors.index.json");
-    let single = dir.join("model.safetensors");
-    if index.exists() {
-        Ok(WeightFile::open_index(index)?)
-    } else if single.exists() {
-        Ok(WeightFile::open(single)?)
-    } else {
-        Err(PrompterError::Io {
-            path: single,
-            reason: "no model.safetensors or model.safetensors.index.json in the folder".into(),
-        })
-    }
-}
-
 impl<B: Backend> Qwen3<B> {
     /// Loads a Hugging Face folder (`config.json` with single or sharded safetensors in
     /// f32/bf16/f16), keeping and computing the weights in `dtype` (norm gains stay f32).
@@ -163,7 +146,7 @@ impl<B: Backend> Qwen3<B> {
     ) -> Result<Self, PrompterError> {
         let dir = dir.as_ref();
         let config = Qwen3Config::from_file(dir.join("config.json"))?;
-        let file = open_weights(dir)?;
+        let file = WeightFile::open_transformers_folder(dir)?;
         config.init(device).load_weights(&file, dtype, device)
     }
 
@@ -317,31 +300,23 @@ impl<B: Backend> Qwen3<B> {
         let (heads, kv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim());
         let attn = &layer.self_attn;
         let u = layer.input_layernorm.forward(x.clone());
-        let rotate = |t: Tensor<B, 4>| -> Tensor<B, 4> {
-            let first = t.clone().narrow(3, 0, hd / 2);
-            let second = t.clone().narrow(3, hd / 2, hd / 2);
-            t * cos.clone() + Tensor::cat(vec![second.neg(), first], 3) * sin.clone()
+        let split = |t: Tensor<B, 3>, n: usize| -> Tensor<B, 4> {
+            t.reshape([b, l, n, hd]).swap_dims(1, 2)
         };
-        // Per-head norms on [B, L, H, D] before the heads move forward, then RoPE.
-        let heads_of = |t: Tensor<B, 3>, n: usize, norm: Option<&RmsNorm<B>>| -> Tensor<B, 4> {
-            let t = t.reshape([b, l, n, hd]);
-            let t = match norm {
-                Some(norm) => norm.forward(t),
-                None => t,
-            };
-            t.swap_dims(1, 2)
-        };
-        let q = rotate(heads_of(
-            attn.q_proj.forward(u.clone()),
-            heads,
-            Some(&attn.q_norm),
-        ));
-        let k = rotate(heads_of(
-            attn.k_proj.forward(u.clone()),
-            kv,
-            Some(&attn.k_norm),
-        ));
-        let v = heads_of(attn.v_proj.forward(u), kv, None);
+        // The per-head q/k norms (over head_dim), then RoPE.
+        let q = apply_rope(
+            attn.q_norm
+                .forward(split(attn.q_proj.forward(u.clone()), heads)),
+            cos,
+            sin,
+        );
+        let k = apply_rope(
+            attn.k_norm
+                .forward(split(attn.k_proj.forward(u.clone()), kv)),
+            cos,
+            sin,
+        );
+        let v = split(attn.v_proj.forward(u), kv);
         let (k, v) = match slot.take() {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
             None => (k, v),
@@ -353,14 +328,6 @@ impl<B: Backend> Qwen3<B> {
             // One new token sees every cached one: no mask, grouped heads without repeating K/V.
             None => sakiko_ops::attention(f32(q), f32(k), f32(v), None),
             Some(mask) => {
-                let s = k.dims()[2];
-                let repeat = |t: Tensor<B, 4>| -> Tensor<B, 4> {
-                    if heads == kv {
-                        return t;
-                    }
-                    let t: Tensor<B, 5> = t.unsqueeze_dim(2);
-                    t.repeat_dim(2, heads / kv).reshape([b, heads, s, hd])
-                };
                 let options = AttentionModuleOptions {
                     scale: Some((hd as f64).powf(-0.5)),
                     softcap: None,
@@ -368,8 +335,8 @@ impl<B: Backend> Qwen3<B> {
                 };
                 attention(
                     f32(q),
-                    f32(repeat(k)),
-                    f32(repeat(v)),
+                    f32(repeat_kv(k, heads / kv)),
+                    f32(repeat_kv(v, heads / kv)),
                     Some(mask),
                     None,
                     options,

@@ -256,23 +256,20 @@ impl<B: Backend> Prompter<B> {
             max_new_tokens,
             stop: self.stop_ids(),
         };
-        let mut ids = Vec::new();
+        // tokenizers' incremental decoder emits whole characters only (a multi-byte character
+        // split across tokens waits for its rest).
+        let mut stream = self.tokenizer.decode_stream(true);
         let mut shown = 0;
         let mut failure = None;
-        let tokens = generate(&self.model, &prompt, &options, |id| {
-            ids.push(id);
-            match self.decode(&ids) {
-                // A multi-byte character still incomplete decodes to U+FFFD: wait for its rest.
-                Ok(text) if !text.ends_with('\u{FFFD}') && text.len() > shown => {
-                    let flow = on_text(&text[shown..]);
-                    shown = text.len();
-                    flow
-                }
-                Ok(_) => ControlFlow::Continue(()),
-                Err(e) => {
-                    failure = Some(e);
-                    ControlFlow::Break(())
-                }
+        let tokens = generate(&self.model, &prompt, &options, |id| match stream.step(id) {
+            Ok(Some(piece)) => {
+                shown += piece.len();
+                on_text(&piece)
+            }
+            Ok(None) => ControlFlow::Continue(()),
+            Err(e) => {
+                failure = Some(PrompterError::Tokenizer(e.to_string()));
+                ControlFlow::Break(())
             }
         });
         if let Some(e) = failure {
@@ -280,9 +277,9 @@ impl<B: Backend> Prompter<B> {
         }
         let tokens = tokens?;
         let text = self.decode(&tokens.ids)?;
-        if text.len() > shown {
+        if let Some(rest) = text.get(shown..).filter(|rest| !rest.is_empty()) {
             // Flush what was held back; cancelling at the very end changes nothing.
-            let _ = on_text(&text[shown..]);
+            let _ = on_text(rest);
         }
         Ok(Generated { text, tokens })
     }

@@ -117,9 +117,10 @@ impl Sampling {
             s.iter_mut().for_each(|v| *v /= t);
         }
         if let Some(k) = self.top_k.filter(|&k| k < s.len()) {
-            let mut sorted = s.clone();
-            sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-            let kth = sorted[k.max(1) - 1];
+            // The k-th largest value; a selection, not a sort of the whole vocabulary.
+            let mut values = s.clone();
+            let (_, &mut kth, _) =
+                values.select_nth_unstable_by(k.max(1) - 1, |a, b| b.total_cmp(a));
             s.iter_mut()
                 .filter(|v| **v < kth)
                 .for_each(|v| *v = f64::NEG_INFINITY);
@@ -127,11 +128,15 @@ impl Sampling {
         if let Some(top_p) = self.top_p.filter(|&p| p < 1.0) {
             // Ascending order; drop the low tail whose cumulative mass is ≤ 1 − p, keeping the
             // most likely token always (transformers' TopPLogitsWarper).
+            // Tokens already removed weigh nothing, so only the rest are sorted (after top-k,
+            // a few dozen instead of the whole vocabulary).
             let probs = softmax(&s);
-            let mut order: Vec<usize> = (0..s.len()).collect();
+            let mut order: Vec<usize> = (0..s.len())
+                .filter(|&i| s[i] != f64::NEG_INFINITY)
+                .collect();
             order.sort_by(|&a, &b| s[a].total_cmp(&s[b]));
             let mut mass = 0.0;
-            let last = order.len() - 1;
+            let last = order.len().saturating_sub(1);
             for (rank, &i) in order.iter().enumerate() {
                 mass += probs[i];
                 if mass <= 1.0 - f64::from(top_p) && rank < last {

@@ -36,19 +36,18 @@ impl HostEmbedding {
     ) -> Result<Self, WeightError> {
         let file = w.file();
         let key = w.key(name);
-        let found = file.shape(&key).map(<[usize]>::to_vec).unwrap_or_default();
-        if !file.contains(&key) {
+        let Some(found) = file.shape(&key) else {
             return Err(WeightError::Missing {
                 path: file.path().to_path_buf(),
                 key,
             });
-        }
+        };
         if found != [vocab, dim] {
             return Err(WeightError::Shape {
                 path: file.path().to_path_buf(),
                 key,
                 expected: vec![vocab, dim],
-                found,
+                found: found.to_vec(),
             });
         }
         let dtype = file

@@ -197,6 +197,27 @@ impl WeightFile {
         }
     }
 
+    /// Opens the weights of a Hugging Face transformers folder: the shards of
+    /// `model.safetensors.index.json`, else `model.safetensors`.
+    pub fn open_transformers_folder(dir: impl AsRef<Path>) -> Result<Self, WeightError> {
+        let dir = dir.as_ref();
+        let index = dir.join("model.safetensors.index.json");
+        let single = dir.join("model.safetensors");
+        if index.exists() {
+            Self::open_index(index)
+        } else if single.exists() {
+            Self::open(single)
+        } else {
+            Err(WeightError::Io {
+                path: single,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the folder has no model.safetensors or model.safetensors.index.json",
+                ),
+            })
+        }
+    }
+
     /// Opens a sharded checkpoint from its index (`model.safetensors.index.json`, whose
     /// `weight_map` names the shard of every tensor; shards are found next to the index).
     pub fn open_index(index: impl AsRef<Path>) -> Result<Self, WeightError> {
