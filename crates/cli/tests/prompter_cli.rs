@@ -137,3 +137,30 @@ fn bench_reports_prefill_and_decode_rates() {
     assert!(v["prefill_tokens_per_s"].as_f64().expect("prefill rate") > 0.0);
     assert!(v["decode_tokens_per_s"].as_f64().expect("decode rate") > 0.0);
 }
+
+/// `generate --idea` whose expansion never validates stops before the image models run: exit 1
+/// with the checker's findings, and no image written.
+#[test]
+fn generate_with_an_idea_that_never_validates_writes_nothing() {
+    let e2e = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipeline/tests/fixtures/e2e");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.png");
+    Command::cargo_bin("sakiko")
+        .expect("binary")
+        .arg("generate")
+        .arg("--models-dir")
+        .arg(e2e.join("models"))
+        .arg("--text-encoder-config")
+        .arg(e2e.join("text_encoder_config.json"))
+        .arg("--vae-config")
+        .arg(e2e.join("vae_config.json"))
+        .args(["--width", "64", "--height", "48", "--steps", "1", "--quiet"])
+        .args(["--idea", &idea(), "--prompter"])
+        .arg(prompter())
+        .args(["--temperature", "0", "--max-new-tokens", "12", "-o"])
+        .arg(&out)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no valid XML tag prompt"));
+    assert!(!out.exists(), "no image is written");
+}
