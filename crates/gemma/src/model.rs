@@ -10,7 +10,9 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Tensor, TensorData, backend::Backend};
 use sakiko_ops::{apply_rope, clamp_fp16, repeat_kv};
-use sakiko_weights::{HostEmbedding, ParamSource, WeightError, WeightFile, Weights, load_module};
+use sakiko_weights::{
+    HostEmbedding, KeyName, LinearKeys, ParamSource, WeightError, WeightFile, Weights, load_module,
+};
 
 use crate::{EncoderOptions, Gemma2Config};
 
@@ -290,6 +292,21 @@ impl<B: Backend> Gemma2<B> {
     /// The configuration.
     pub fn config(&self) -> &Gemma2Config {
         &self.config
+    }
+
+    /// Every linear layer (`layers.0.self_attn.q_proj`, …, `layers.0.mlp.down_proj`) under its
+    /// Hugging Face name, which is also its module path. Works on a model fresh from
+    /// [`Gemma2Config::init`] (nothing is read or allocated).
+    pub fn linear_keys(&self) -> Vec<LinearKeys> {
+        sakiko_weights::linear_modules(self)
+            .into_iter()
+            .map(|(module, shape, bias)| LinearKeys {
+                names: vec![KeyName::whole(module.clone())],
+                module,
+                shape,
+                bias,
+            })
+            .collect()
     }
 
     /// Runs token-id sequences of any lengths (right-padded internally, masked) and returns every

@@ -6,7 +6,7 @@ use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::activation::silu;
 use burn::tensor::{DType, FloatDType, Tensor, TensorData, backend::Backend};
-use sakiko_weights::{ParamSource, WeightFile, Weights, load_module};
+use sakiko_weights::{KeyName, LinearKeys, ParamSource, WeightFile, Weights, load_module};
 
 use crate::layers::{Block, Layout, RmsNorm, Rope, linear};
 use crate::{NextDitConfig, NextDitError};
@@ -233,6 +233,48 @@ impl<B: Backend> NextDit<B> {
     /// The configuration.
     pub fn config(&self) -> &NextDitConfig {
         &self.config
+    }
+
+    /// Every linear layer and its names in the original / ComfyUI layout
+    /// (`layers.0.attention.qkv`) and the diffusers one (`layers.0.attn.to_out.0`), where the
+    /// fused `attention.qkv` is `attn.to_q`, `to_k` and `to_v`: the query rows, then the key and
+    /// value rows of the grouped KV heads (2304, 768 and 768 in the 2B model). Works on a model
+    /// fresh from [`NextDitConfig::init`] (nothing is read or allocated).
+    pub fn linear_keys(&self) -> Vec<LinearKeys> {
+        let c = &self.config;
+        let (q, kv) = (
+            c.num_attention_heads * c.head_dim(),
+            c.num_kv_heads * c.head_dim(),
+        );
+        sakiko_weights::linear_modules(self)
+            .into_iter()
+            .map(|(module, shape, bias)| {
+                let original = original_key(&format!("{module}.weight"));
+                let stem = |key: &str| key.strip_suffix(".weight").unwrap_or(key).to_owned();
+                let mut names = vec![KeyName::whole(stem(&original))];
+                match original.strip_suffix(".attention.qkv.weight") {
+                    Some(base) => names.extend(
+                        [
+                            ("to_q", 0..q),
+                            ("to_k", q..q + kv),
+                            ("to_v", q + kv..q + 2 * kv),
+                        ]
+                        .map(|(part, rows)| KeyName {
+                            name: format!("{base}.attn.{part}"),
+                            rows: Some(rows),
+                        }),
+                    ),
+                    None => names.push(KeyName::whole(stem(&Layout::Diffusers.key(&original)))),
+                }
+                names.dedup();
+                LinearKeys {
+                    module,
+                    shape,
+                    bias,
+                    names,
+                }
+            })
+            .collect()
     }
 
     /// The velocity for latents `x` `[B, C, H, W]` at times `t` (one per sample, 1 = clean), given

@@ -110,8 +110,13 @@ impl WeightFile {
     /// Opens one safetensors file and validates its header against the file size.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightError> {
         let path = path.as_ref();
-        let (file, tensors) = crate::safetensors::open(path)?;
-        Ok(Self::single(path, Format::Safetensors, file, tensors))
+        let (file, (tensors, strings)) = crate::safetensors::open(path)?;
+        let mut opened = Self::single(path, Format::Safetensors, file, tensors);
+        opened.metadata = strings
+            .into_iter()
+            .map(|(k, v)| (k, MetaValue::String(v)))
+            .collect();
+        Ok(opened)
     }
 
     /// Opens a GGUF file: header, metadata and tensor table validated against the file size.
@@ -235,7 +240,7 @@ impl WeightFile {
         let mut tensors = HashMap::new();
         for name in names {
             let path = dir.join(name);
-            let (file, found) = crate::safetensors::open(&path)?;
+            let (file, (found, _)) = crate::safetensors::open(&path)?;
             tensors.extend(found.into_iter().map(|(k, v)| (k, (shards.len(), v))));
             shards.push(Shard {
                 path,
@@ -270,7 +275,8 @@ impl WeightFile {
         self.format
     }
 
-    /// A GGUF metadata value (`general.architecture`, …); `None` for other formats.
+    /// A metadata value: GGUF's (`general.architecture`, …) or, as strings, a single safetensors
+    /// file's `__metadata__` (`ss_network_module`, `lora_adapter_metadata`, …).
     pub fn metadata(&self, key: &str) -> Option<&MetaValue> {
         self.metadata.get(key)
     }

@@ -12,9 +12,12 @@ use crate::{StoredDtype, WeightError};
 /// Headers larger than this are refused (real ones are well under 1 MiB).
 const MAX_HEADER: u64 = 100 << 20;
 
+/// The header of a safetensors file: its tensor table and its `__metadata__` strings.
+pub(crate) type Header = (Vec<(String, Stored)>, Vec<(String, String)>);
+
 /// Opens `path` and reads its tensor table, each tensor's byte range checked against its shape
-/// and the file's length.
-pub(crate) fn open(path: &Path) -> Result<(File, Vec<(String, Stored)>), WeightError> {
+/// and the file's length, and its `__metadata__` (trainers record adapter settings there).
+pub(crate) fn open(path: &Path) -> Result<(File, Header), WeightError> {
     let io = |source| WeightError::Io {
         path: path.to_path_buf(),
         source,
@@ -71,5 +74,10 @@ pub(crate) fn open(path: &Path) -> Result<(File, Vec<(String, Stored)>), WeightE
             },
         ));
     }
-    Ok((file, tensors))
+    let strings = metadata
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    Ok((file, (tensors, strings)))
 }

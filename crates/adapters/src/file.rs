@@ -1,0 +1,564 @@
+//! Reading an adapter file: its keys grouped into modules (one per patched layer), each module's
+//! format, rank and alpha. Tensors stay in the file until the adapter is merged.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use sakiko_weights::WeightFile;
+
+use crate::AdapterError;
+
+/// The kind of update a module makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    /// Low rank: `ΔW = up · down` (kohya, PEFT, diffusers and LyCORIS LoCon).
+    Lora,
+    /// LyCORIS Kronecker product: `ΔW = W1 ⊗ W2`, each factor whole or a low-rank product.
+    LoKr,
+    /// LyCORIS Hadamard product: `ΔW = (w1_a · w1_b) ⊙ (w2_a · w2_b)`.
+    LoHa,
+    /// A whole difference `ΔW` (`.diff`), or only a bias difference (`.diff_b`).
+    Full,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Lora => "LoRA",
+            Self::LoKr => "LoKr",
+            Self::LoHa => "LoHa",
+            Self::Full => "full diff",
+        })
+    }
+}
+
+/// What a tensor is within its module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Role {
+    Up,
+    Down,
+    Mid,
+    Alpha,
+    DoraScale,
+    LokrW1,
+    LokrW1A,
+    LokrW1B,
+    LokrW2,
+    LokrW2A,
+    LokrW2B,
+    LokrT2,
+    HadaW1A,
+    HadaW1B,
+    HadaW2A,
+    HadaW2B,
+    HadaT1,
+    HadaT2,
+    Diff,
+    DiffB,
+}
+
+/// Key suffixes and what they hold: the names kohya sd-scripts, LyCORIS, PEFT / diffusers and
+/// ComfyUI's loader accept (ComfyUI's `weight_adapter` modules list the same pairs).
+const SUFFIXES: [(&str, Role); 28] = [
+    (".lora_up.weight", Role::Up),
+    (".lora_down.weight", Role::Down),
+    (".lora_mid.weight", Role::Mid),
+    ("_lora.up.weight", Role::Up),
+    ("_lora.down.weight", Role::Down),
+    (".lora_B.weight", Role::Up),
+    (".lora_A.weight", Role::Down),
+    (".lora.up.weight", Role::Up),
+    (".lora.down.weight", Role::Down),
+    (".lora_B", Role::Up),
+    (".lora_A", Role::Down),
+    (".lora_linear_layer.up.weight", Role::Up),
+    (".lora_linear_layer.down.weight", Role::Down),
+    (".lora_B.default.weight", Role::Up),
+    (".lora_A.default.weight", Role::Down),
+    (".alpha", Role::Alpha),
+    (".dora_scale", Role::DoraScale),
+    (".lokr_w1", Role::LokrW1),
+    (".lokr_w1_a", Role::LokrW1A),
+    (".lokr_w1_b", Role::LokrW1B),
+    (".lokr_w2", Role::LokrW2),
+    (".lokr_w2_a", Role::LokrW2A),
+    (".lokr_w2_b", Role::LokrW2B),
+    (".lokr_t2", Role::LokrT2),
+    (".hada_w1_a", Role::HadaW1A),
+    (".hada_w1_b", Role::HadaW1B),
+    (".hada_w2_a", Role::HadaW2A),
+    (".hada_w2_b", Role::HadaW2B),
+];
+
+/// Suffixes beyond [`SUFFIXES`] (kept apart so the table above stays the common names).
+const MORE_SUFFIXES: [(&str, Role); 6] = [
+    // PEFT's DoRA magnitude (`[out]`), LyCORIS's `dora_scale` on the output axis by another name.
+    (".lora_magnitude_vector", Role::DoraScale),
+    (".lora_magnitude_vector.weight", Role::DoraScale),
+    (".hada_t1", Role::HadaT1),
+    (".hada_t2", Role::HadaT2),
+    (".diff", Role::Diff),
+    (".diff_b", Role::DiffB),
+];
+
+/// The module name and role of `key`, by its longest known suffix.
+fn split_key(key: &str) -> Option<(&str, Role)> {
+    SUFFIXES
+        .iter()
+        .chain(&MORE_SUFFIXES)
+        .filter(|(suffix, _)| key.len() > suffix.len() && key.ends_with(suffix))
+        .max_by_key(|(suffix, _)| suffix.len())
+        .map(|(suffix, role)| (&key[..key.len() - suffix.len()], *role))
+}
+
+/// A tensor of the file: its key and its shape without trailing size-1 dimensions beyond the
+/// second (a `[r, in, 1, 1]` LoRA of a 1×1 convolution is the `[r, in]` matrix).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Part {
+    pub key: String,
+    pub shape: Vec<usize>,
+}
+
+/// A factor of a LoKr: stored whole, or as a low-rank product `a · b`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Factor {
+    Whole(Part),
+    Product(Part, Part),
+}
+
+impl Factor {
+    fn shape(&self) -> [usize; 2] {
+        match self {
+            Self::Whole(w) => [w.shape[0], w.shape[1]],
+            Self::Product(a, b) => [a.shape[0], b.shape[1]],
+        }
+    }
+
+    fn rank(&self) -> Option<usize> {
+        match self {
+            Self::Whole(_) => None,
+            Self::Product(_, b) => Some(b.shape[0]),
+        }
+    }
+}
+
+/// The tensors of one module's update.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Update {
+    Lora {
+        up: Part,
+        down: Part,
+    },
+    LoKr {
+        w1: Factor,
+        w2: Factor,
+    },
+    LoHa {
+        w1: (Part, Part),
+        w2: (Part, Part),
+    },
+    Diff(Part),
+    /// Only `diff_b`: the weight is untouched.
+    BiasOnly,
+}
+
+/// One patched layer's update, as the file stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterModule {
+    /// The name in the file (`lora_unet_layers_0_attention_qkv`, `transformer.layers.0.attn.to_q`).
+    pub name: String,
+    /// The update's kind.
+    pub format: Format,
+    /// The rank its scale divides alpha by (`None`: not a low-rank update, scale 1).
+    pub rank: Option<usize>,
+    /// The stored alpha.
+    pub alpha: Option<f32>,
+    /// The `[out, in]` shape of the update (`None` for a bias-only module).
+    pub shape: Option<[usize; 2]>,
+    /// Whether the update is weight-decomposed (DoRA: a `dora_scale` magnitude).
+    pub dora: bool,
+    pub(crate) update: Update,
+    pub(crate) dora_scale: Option<Part>,
+    pub(crate) diff_b: Option<Part>,
+}
+
+impl AdapterModule {
+    /// Whether the DoRA magnitude is per output row (`[out]` or `[out, 1]`), not per input
+    /// column (`[1, in]`).
+    pub(crate) fn dora_per_row(&self) -> bool {
+        !matches!(self.dora_scale.as_ref().map(|p| &p.shape[..]), Some([1, n]) if *n != 1)
+    }
+
+    /// The multiplier of the update at strength 1: `alpha ÷ rank`, or 1 without alpha or rank
+    /// (ComfyUI's and sd-scripts' rule).
+    pub fn scale(&self) -> f32 {
+        match (self.alpha, self.rank) {
+            (Some(alpha), Some(rank)) if rank > 0 => alpha / rank as f32,
+            _ => 1.0,
+        }
+    }
+}
+
+/// An adapter file, parsed: its modules (tensors are read when it is merged).
+///
+/// ```no_run
+/// let adapter = sakiko_adapters::Adapter::open("style.safetensors")?;
+/// for m in adapter.modules() {
+///     println!("{}: {} rank {:?} alpha {:?}", m.name, m.format, m.rank, m.alpha);
+/// }
+/// # Ok::<(), sakiko_adapters::AdapterError>(())
+/// ```
+#[derive(Debug)]
+pub struct Adapter {
+    file: WeightFile,
+    modules: Vec<AdapterModule>,
+    ignored: Vec<String>,
+}
+
+impl Adapter {
+    /// Opens a `.safetensors` adapter and groups its keys into modules. Files whose keys are
+    /// not an adapter's, and modules with missing or inconsistent tensors, are errors.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, AdapterError> {
+        Self::from_file(WeightFile::open(path)?)
+    }
+
+    /// Parses an open weight file.
+    pub fn from_file(file: WeightFile) -> Result<Self, AdapterError> {
+        let mut groups: BTreeMap<&str, BTreeMap<Role, Part>> = BTreeMap::new();
+        let mut ignored = Vec::new();
+        for key in file.keys() {
+            let Some((module, role)) = split_key(key) else {
+                ignored.push(key.to_owned());
+                continue;
+            };
+            {
+                let shape = file.shape(key).unwrap_or(&[]);
+                let trim = shape
+                    .iter()
+                    .rposition(|&d| d != 1)
+                    .map_or(0, |last| last + 1)
+                    .max(shape.len().min(2));
+                groups.entry(module).or_default().insert(
+                    role,
+                    Part {
+                        key: key.to_owned(),
+                        shape: shape[..trim].to_vec(),
+                    },
+                );
+            }
+        }
+        if groups.is_empty() {
+            let mut keys: Vec<&str> = file.keys().collect();
+            keys.sort_unstable();
+            return Err(AdapterError::NotAnAdapter {
+                path: file.path().to_path_buf(),
+                example: keys.first().copied().unwrap_or("(no tensors)").to_owned(),
+            });
+        }
+        let peft_alpha = peft_alpha(&file);
+        let mut modules = Vec::with_capacity(groups.len());
+        for (name, parts) in groups {
+            modules.push(module(&file, name, parts, peft_alpha)?);
+        }
+        ignored.sort_unstable();
+        Ok(Self {
+            file,
+            modules,
+            ignored,
+        })
+    }
+
+    /// Keys that belong to no module (norm patches such as `w_norm`, `set_weight`, or unknown
+    /// names): they are not applied, and a merge report lists them.
+    pub fn ignored_keys(&self) -> &[String] {
+        &self.ignored
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// The modules, sorted by name.
+    pub fn modules(&self) -> &[AdapterModule] {
+        &self.modules
+    }
+
+    /// The formats its modules use.
+    pub fn formats(&self) -> Vec<Format> {
+        let mut formats: Vec<Format> = self.modules.iter().map(|m| m.format).collect();
+        formats.sort_unstable();
+        formats.dedup();
+        formats
+    }
+
+    /// Whether any module is weight-decomposed (DoRA).
+    pub fn has_dora(&self) -> bool {
+        self.modules.iter().any(|m| m.dora)
+    }
+
+    /// The largest rank of its modules.
+    pub fn rank(&self) -> Option<usize> {
+        self.modules.iter().filter_map(|m| m.rank).max()
+    }
+
+    /// The alpha its modules share (`None` when they differ or none is stored).
+    pub fn alpha(&self) -> Option<f32> {
+        let first = self.modules.first()?.alpha?;
+        self.modules
+            .iter()
+            .all(|m| m.alpha == Some(first))
+            .then_some(first)
+    }
+
+    pub(crate) fn file(&self) -> &WeightFile {
+        &self.file
+    }
+}
+
+/// PEFT adapters saved by diffusers carry no `alpha` tensors; their `lora_alpha` is in the
+/// safetensors metadata (`lora_adapter_metadata`, a JSON LoraConfig, possibly per component).
+fn peft_alpha(file: &WeightFile) -> Option<f32> {
+    let text = file.metadata("lora_adapter_metadata")?.as_str()?;
+    let json: serde_json::Value = serde_json::from_str(text).ok()?;
+    let find = |v: &serde_json::Value| v.get("lora_alpha").and_then(|a| a.as_f64());
+    let alpha = find(&json).or_else(|| {
+        json.as_object()?
+            .iter()
+            .filter(|(k, _)| k.ends_with("lora_alpha"))
+            .find_map(|(_, v)| v.as_f64())
+            .or_else(|| json.as_object()?.values().find_map(find))
+    })?;
+    Some(alpha as f32)
+}
+
+/// Builds one module from its parts, checking that they make a consistent update.
+fn module(
+    file: &WeightFile,
+    name: &str,
+    mut parts: BTreeMap<Role, Part>,
+    peft_alpha: Option<f32>,
+) -> Result<AdapterModule, AdapterError> {
+    let malformed = |reason: String| AdapterError::Malformed {
+        path: file.path().to_path_buf(),
+        module: name.to_owned(),
+        reason,
+    };
+    let alpha = match parts.remove(&Role::Alpha) {
+        Some(part) => {
+            let (values, _) = file.read_f32(&part.key)?;
+            match values[..] {
+                [a] => Some(a),
+                _ => {
+                    return Err(malformed(format!(
+                        "alpha has {} values, not 1",
+                        values.len()
+                    )));
+                }
+            }
+        }
+        None => None,
+    };
+    if let Some(role) = [Role::Mid, Role::LokrT2, Role::HadaT1, Role::HadaT2]
+        .into_iter()
+        .find(|r| parts.contains_key(r))
+    {
+        return Err(malformed(format!(
+            "{} is a Tucker factor of a convolution update; the layers adapters patch here are linear",
+            parts[&role].key
+        )));
+    }
+    let dora_scale = parts.remove(&Role::DoraScale);
+    let diff_b = parts.remove(&Role::DiffB);
+    let mut take = |role: Role| parts.remove(&role);
+    let matrix = |part: &Part| -> Result<(), AdapterError> {
+        if part.shape.len() == 2 {
+            Ok(())
+        } else {
+            Err(malformed(format!(
+                "{} has shape {:?}, not a matrix",
+                part.key, part.shape
+            )))
+        }
+    };
+    let (format, update, rank, peft) = if let (Some(up), Some(down)) =
+        (take(Role::Up), take(Role::Down))
+    {
+        matrix(&up)?;
+        matrix(&down)?;
+        if up.shape[1] != down.shape[0] {
+            return Err(malformed(format!(
+                "up {:?} and down {:?} do not multiply",
+                up.shape, down.shape
+            )));
+        }
+        let rank = down.shape[0];
+        // PEFT names (`lora_A` / `lora_B`) take their alpha from the metadata.
+        let peft = up.key.contains("lora_B");
+        (Format::Lora, Update::Lora { up, down }, Some(rank), peft)
+    } else if let Some(w1) = factor(&mut take, Role::LokrW1, Role::LokrW1A, Role::LokrW1B) {
+        let w2 = factor(&mut take, Role::LokrW2, Role::LokrW2A, Role::LokrW2B)
+            .ok_or_else(|| malformed("a LoKr needs lokr_w2 or lokr_w2_a and lokr_w2_b".into()))?;
+        for f in [&w1, &w2] {
+            match f {
+                Factor::Whole(w) => matrix(w)?,
+                Factor::Product(a, b) => {
+                    matrix(a)?;
+                    matrix(b)?;
+                    if a.shape[1] != b.shape[0] {
+                        return Err(malformed(format!(
+                            "{} {:?} and {} {:?} do not multiply",
+                            a.key, a.shape, b.key, b.shape
+                        )));
+                    }
+                }
+            }
+        }
+        // ComfyUI: the rank of w2's decomposition, else w1's; two whole factors have none.
+        let rank = w2.rank().or(w1.rank());
+        (Format::LoKr, Update::LoKr { w1, w2 }, rank, false)
+    } else if let (Some(w1a), Some(w1b), Some(w2a), Some(w2b)) = (
+        take(Role::HadaW1A),
+        take(Role::HadaW1B),
+        take(Role::HadaW2A),
+        take(Role::HadaW2B),
+    ) {
+        for p in [&w1a, &w1b, &w2a, &w2b] {
+            matrix(p)?;
+        }
+        let shape1 = [w1a.shape[0], w1b.shape[1]];
+        if w1a.shape[1] != w1b.shape[0]
+            || w2a.shape[1] != w2b.shape[0]
+            || shape1 != [w2a.shape[0], w2b.shape[1]]
+        {
+            return Err(malformed(format!(
+                "hada_w1_a {:?} · hada_w1_b {:?} and hada_w2_a {:?} · hada_w2_b {:?} are not two products of one shape",
+                w1a.shape, w1b.shape, w2a.shape, w2b.shape
+            )));
+        }
+        let rank = w1b.shape[0];
+        (
+            Format::LoHa,
+            Update::LoHa {
+                w1: (w1a, w1b),
+                w2: (w2a, w2b),
+            },
+            Some(rank),
+            false,
+        )
+    } else if let Some(diff) = take(Role::Diff) {
+        matrix(&diff)?;
+        (Format::Full, Update::Diff(diff), None, false)
+    } else if diff_b.is_some() && parts.is_empty() {
+        (Format::Full, Update::BiasOnly, None, false)
+    } else {
+        let found: Vec<&str> = parts.values().map(|p| p.key.as_str()).collect();
+        return Err(malformed(format!(
+            "its tensors ({}) do not make a LoRA (up and down), LoKr, LoHa or diff update",
+            found.join(", ")
+        )));
+    };
+    if let Some(extra) = parts.values().next() {
+        return Err(malformed(format!(
+            "{} does not belong with a {format} update",
+            extra.key
+        )));
+    }
+    let shape = match &update {
+        Update::Lora { up, down } => Some([up.shape[0], down.shape[1]]),
+        Update::LoKr { w1, w2 } => {
+            let ([a, c], [b, d]) = (w1.shape(), w2.shape());
+            Some([a * b, c * d])
+        }
+        Update::LoHa { w1, .. } => Some([w1.0.shape[0], w1.1.shape[1]]),
+        Update::Diff(d) => Some([d.shape[0], d.shape[1]]),
+        Update::BiasOnly => None,
+    };
+    if let Some(scale) = &dora_scale {
+        let out = shape.map(|s| s[0]);
+        let ok = match scale.shape[..] {
+            [n] | [n, 1] => Some(n) == out,
+            [1, n] => Some(n) == shape.map(|s| s[1]),
+            _ => false,
+        };
+        if !ok {
+            return Err(malformed(format!(
+                "dora_scale {:?} fits neither axis of the {shape:?} update",
+                scale.shape
+            )));
+        }
+    }
+    Ok(AdapterModule {
+        name: name.to_owned(),
+        format,
+        rank,
+        alpha: alpha.or(if peft { peft_alpha } else { None }),
+        shape,
+        dora: dora_scale.is_some(),
+        update,
+        dora_scale,
+        diff_b,
+    })
+}
+
+/// A LoKr factor: whole, or the product of its `_a` and `_b` parts.
+fn factor(
+    take: &mut impl FnMut(Role) -> Option<Part>,
+    whole: Role,
+    a: Role,
+    b: Role,
+) -> Option<Factor> {
+    if let Some(w) = take(whole) {
+        return Some(Factor::Whole(w));
+    }
+    match (take(a), take(b)) {
+        (Some(a), Some(b)) => Some(Factor::Product(a, b)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_at_their_longest_suffix() {
+        let cases = [
+            (
+                "lora_unet_layers_0_attention_qkv.lora_up.weight",
+                "lora_unet_layers_0_attention_qkv",
+                Role::Up,
+            ),
+            (
+                "transformer.layers.0.attn.to_q.lora_A.weight",
+                "transformer.layers.0.attn.to_q",
+                Role::Down,
+            ),
+            (
+                "layers.0.attn.to_q.lora_B.default.weight",
+                "layers.0.attn.to_q",
+                Role::Up,
+            ),
+            ("a.b_lora.down.weight", "a.b", Role::Down),
+            ("x.lora_B", "x", Role::Up),
+            (
+                "lycoris_layers_1_feed_forward_w1.lokr_w2_b",
+                "lycoris_layers_1_feed_forward_w1",
+                Role::LokrW2B,
+            ),
+            (
+                "lycoris_layers_1_feed_forward_w1.lokr_w2",
+                "lycoris_layers_1_feed_forward_w1",
+                Role::LokrW2,
+            ),
+            ("m.diff_b", "m", Role::DiffB),
+            ("m.diff", "m", Role::Diff),
+        ];
+        for (key, module, role) in cases {
+            assert_eq!(split_key(key), Some((module, role)), "{key}");
+        }
+        assert_eq!(split_key("layers.0.attention.qkv.weight"), None);
+        assert_eq!(split_key(".alpha"), None);
+    }
+}

@@ -1,0 +1,106 @@
+//! The weight update of one adapter module, computed on the device in f32, and how it is applied
+//! to a layer's weight (ComfyUI's `calculate_weight`; DoRA as the trainers compute it).
+
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
+
+use crate::AdapterError;
+use crate::file::{Adapter, AdapterModule, Factor, Part, Update};
+
+/// Reads a part as an f32 `[rows, cols]` matrix on `device`.
+fn matrix<B: Backend>(
+    adapter: &Adapter,
+    part: &Part,
+    device: &B::Device,
+) -> Result<Tensor<B, 2>, AdapterError> {
+    let (values, _) = adapter.file().read_f32(&part.key)?;
+    let shape = [part.shape[0], values.len() / part.shape[0].max(1)];
+    Ok(Tensor::from_data(
+        TensorData::new(values, shape),
+        (device, DType::F32),
+    ))
+}
+
+/// Reads a vector (a `diff_b`, a `dora_scale`) as f32 on `device`.
+pub(crate) fn vector<B: Backend>(
+    adapter: &Adapter,
+    part: &Part,
+    device: &B::Device,
+) -> Result<Tensor<B, 1>, AdapterError> {
+    let (values, _) = adapter.file().read_f32(&part.key)?;
+    let n = values.len();
+    Ok(Tensor::from_data(
+        TensorData::new(values, [n]),
+        (device, DType::F32),
+    ))
+}
+
+/// `kron(a, b)` for matrices `[p, q]` ⊗ `[r, s]` → `[p·r, q·s]`.
+fn kron<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
+    let ([p, q], [r, s]) = (a.dims(), b.dims());
+    let a: Tensor<B, 4> = a.reshape([p, 1, q, 1]);
+    let b: Tensor<B, 4> = b.reshape([1, r, 1, s]);
+    (a * b).reshape([p * r, q * s])
+}
+
+/// The module's `ΔW` `[out, in]` in f32, without alpha ÷ rank or strength (`None` for a
+/// bias-only module).
+pub(crate) fn delta<B: Backend>(
+    adapter: &Adapter,
+    module: &AdapterModule,
+    device: &B::Device,
+) -> Result<Option<Tensor<B, 2>>, AdapterError> {
+    let m = |part: &Part| matrix::<B>(adapter, part, device);
+    let factor = |f: &Factor| match f {
+        Factor::Whole(w) => m(w),
+        Factor::Product(a, b) => Ok(m(a)?.matmul(m(b)?)),
+    };
+    Ok(Some(match &module.update {
+        Update::Lora { up, down } => m(up)?.matmul(m(down)?),
+        Update::LoKr { w1, w2 } => kron(factor(w1)?, factor(w2)?),
+        Update::LoHa { w1, w2 } => m(&w1.0)?.matmul(m(&w1.1)?) * m(&w2.0)?.matmul(m(&w2.1)?),
+        Update::Diff(d) => m(d)?,
+        Update::BiasOnly => return Ok(None),
+    }))
+}
+
+/// Applies a module's update at `strength` to `weight` `[out, in]` (f32; the rows the module
+/// covers):
+/// - plain: `W + strength · alpha/rank · ΔW` (ComfyUI, sd-scripts, LyCORIS's forward);
+/// - DoRA: `W' = (W + alpha/rank · ΔW) · m / ‖W + alpha/rank · ΔW‖`, the norm taken per output row
+///   when the magnitude `m` is `[out]` / `[out, 1]` (LyCORIS's default, PEFT) and per input
+///   column when it is `[1, in]`, plus f32's epsilon as LyCORIS adds; then
+///   `W + strength · (W' − W)` as ComfyUI blends strengths. At strength 1 this is the weight the
+///   adapter was trained with. (ComfyUI divides by the norm of the original `W` on the output
+///   axis instead, which is not what LyCORIS or PEFT train.)
+pub(crate) fn apply<B: Backend>(
+    weight: Tensor<B, 2>,
+    delta: Tensor<B, 2>,
+    module: &AdapterModule,
+    dora_scale: Option<Tensor<B, 1>>,
+    strength: f32,
+) -> Tensor<B, 2> {
+    let scaled = delta.mul_scalar(module.scale());
+    let Some(magnitude) = dora_scale else {
+        return weight + scaled.mul_scalar(strength);
+    };
+    let [out, inp] = weight.dims();
+    let merged = weight.clone() + scaled;
+    let decomposed = if module.dora_per_row() {
+        let norm = merged
+            .clone()
+            .square()
+            .sum_dim(1)
+            .sqrt()
+            .add_scalar(f32::EPSILON);
+        merged * (magnitude.reshape([out, 1]) / norm)
+    } else {
+        let norm = merged
+            .clone()
+            .square()
+            .sum_dim(0)
+            .sqrt()
+            .add_scalar(f32::EPSILON);
+        merged * (magnitude.reshape([1, inp]) / norm)
+    };
+    weight.clone() + (decomposed - weight).mul_scalar(strength)
+}
