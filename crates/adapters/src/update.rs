@@ -63,8 +63,8 @@ pub(crate) fn delta<B: Backend>(
     }))
 }
 
-/// Applies a module's update at `strength` to `weight` `[out, in]` (f32; the rows the module
-/// covers):
+/// Applies a module's update at `strength` to `weight` (f32, Burn's `[in, out]` layout: the
+/// columns are the rows of PyTorch's `[out, in]` weight the module covers); `delta` is `ΔWᵀ`:
 /// - plain: `W + strength · alpha/rank · ΔW` (ComfyUI, sd-scripts, LyCORIS's forward);
 /// - DoRA: `W' = (W + alpha/rank · ΔW) · m / ‖W + alpha/rank · ΔW‖`, the norm taken per output row
 ///   when the magnitude `m` is `[out]` / `[out, 1]` (LyCORIS's default, PEFT) and per input
@@ -83,24 +83,13 @@ pub(crate) fn apply<B: Backend>(
     let Some(magnitude) = dora_scale else {
         return weight + scaled.mul_scalar(strength);
     };
-    let [out, inp] = weight.dims();
+    let [inp, out] = weight.dims();
     let merged = weight.clone() + scaled;
+    let norm = |dim: usize| merged.clone().square().sum_dim(dim).sqrt().add_scalar(f32::EPSILON);
     let decomposed = if module.dora_per_row() {
-        let norm = merged
-            .clone()
-            .square()
-            .sum_dim(1)
-            .sqrt()
-            .add_scalar(f32::EPSILON);
-        merged * (magnitude.reshape([out, 1]) / norm)
+        merged.clone() * (magnitude.reshape([1, out]) / norm(0))
     } else {
-        let norm = merged
-            .clone()
-            .square()
-            .sum_dim(0)
-            .sqrt()
-            .add_scalar(f32::EPSILON);
-        merged * (magnitude.reshape([1, inp]) / norm)
+        merged.clone() * (magnitude.reshape([inp, 1]) / norm(1))
     };
     weight.clone() + (decomposed - weight).mul_scalar(strength)
 }
