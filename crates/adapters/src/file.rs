@@ -112,12 +112,14 @@ fn split_key(key: &str) -> Option<(&str, Role)> {
         .map(|(suffix, role)| (&key[..key.len() - suffix.len()], *role))
 }
 
-/// A tensor of the file: its key and its shape without trailing size-1 dimensions beyond the
-/// second (a `[r, in, 1, 1]` LoRA of a 1×1 convolution is the `[r, in]` matrix).
+/// A tensor of the file: its key, its shape without trailing size-1 dimensions beyond the
+/// second (a `[r, in, 1, 1]` LoRA of a 1×1 convolution is the `[r, in]` matrix) and its values
+/// (read when the adapter is opened, so that merging reads no file and cannot fail half-way).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Part {
     pub key: String,
     pub shape: Vec<usize>,
+    pub values: Vec<f32>,
 }
 
 /// A factor of a LoKr: stored whole, or as a low-rank product `a · b`.
@@ -200,7 +202,7 @@ impl AdapterModule {
     }
 }
 
-/// An adapter file, parsed: its modules (tensors are read when it is merged).
+/// An adapter file, parsed and read: its modules, with their tensors in memory as f32.
 ///
 /// ```no_run
 /// let adapter = sakiko_adapters::Adapter::open("style.safetensors")?;
@@ -239,11 +241,13 @@ impl Adapter {
                     .rposition(|&d| d != 1)
                     .map_or(0, |last| last + 1)
                     .max(shape.len().min(2));
+                let (values, _) = file.read_f32(key)?;
                 groups.entry(module).or_default().insert(
                     role,
                     Part {
                         key: key.to_owned(),
                         shape: shape[..trim].to_vec(),
+                        values,
                     },
                 );
             }
@@ -310,10 +314,6 @@ impl Adapter {
             .iter()
             .all(|m| m.alpha == Some(first))
             .then_some(first)
-    }
-
-    pub(crate) fn file(&self) -> &WeightFile {
-        &self.file
     }
 }
 

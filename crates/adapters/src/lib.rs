@@ -37,7 +37,7 @@
 //! let adapter = Arc::new(Adapter::open(&path)?);
 //! let plan = Plan::new(vec![(adapter, Strength::both(0.8))], &dit.linear_keys(), &[])?;
 //! assert_eq!(plan.reports()[0].dit_layers, 1);
-//! let merged = plan.dit().merge(dit)?;
+//! let merged = plan.dit().merge(dit);
 //! let dit = merged.backup.restore(merged.model); // the base weights, without reading a file
 //! # let _ = dit;
 //! # Ok(())

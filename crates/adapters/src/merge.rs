@@ -94,7 +94,7 @@ pub struct Patches {
 /// let dit = sakiko_nextdit::NextDit::<Flex>::load("lumina2.safetensors", &device)?;
 /// let adapter = Arc::new(Adapter::open("style.safetensors")?);
 /// let plan = Plan::new(vec![(adapter, Strength::both(0.8))], &dit.linear_keys(), &[])?;
-/// let merged = plan.dit().merge(dit)?;
+/// let merged = plan.dit().merge(dit);
 /// // … generate with merged.model; later, the base weights back without reading the file:
 /// let dit = merged.backup.restore(merged.model);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -281,24 +281,20 @@ impl Patches {
     /// Merges the updates into `model`'s weights: for each patched layer, its weight in f32 plus
     /// every update in order (in f32, on the model's device), cast back to the weight's dtype,
     /// as ComfyUI's `calculate_weight` does. The originals go into the returned [`Backup`].
-    pub fn merge<B: Backend, M: Module<B>>(&self, model: M) -> Result<Merged<B, M>, AdapterError> {
+    /// Shapes were checked by [`Plan::new`] and the adapters' tensors are in memory, so merging
+    /// cannot fail half-way.
+    pub fn merge<B: Backend, M: Module<B>>(&self, model: M) -> Merged<B, M> {
         let mut merger = Merger {
             patches: self,
             path: Vec::new(),
             saved: HashMap::new(),
-            error: None,
         };
         let model = model.map(&mut merger);
-        let backup = Backup {
-            saved: merger.saved,
-        };
-        match merger.error {
-            // Nothing half-merged: the parameters patched before the failure go back.
-            Some(e) => {
-                drop(backup.restore(model));
-                Err(e)
-            }
-            None => Ok(Merged { model, backup }),
+        Merged {
+            model,
+            backup: Backup {
+                saved: merger.saved,
+            },
         }
     }
 }
@@ -307,39 +303,31 @@ struct Merger<'a, B: Backend> {
     patches: &'a Patches,
     path: Vec<String>,
     saved: HashMap<String, Tensor<B, 1>>,
-    error: Option<AdapterError>,
 }
 
 impl<B: Backend> Merger<'_, B> {
     /// The patched weight `[in, out]` (Burn's layout) in f32.
-    fn weight(
-        &self,
-        patches: &[Patch],
-        weight: Tensor<B, 2>,
-    ) -> Result<Tensor<B, 2>, AdapterError> {
+    fn weight(patches: &[Patch], weight: Tensor<B, 2>) -> Tensor<B, 2> {
         let device = weight.device();
         let [_, out] = weight.dims();
         let mut w = weight.cast(FloatDType::F32);
         for patch in patches {
             let module = &patch.adapter.modules()[patch.module];
-            let Some(delta) = delta::<B>(&patch.adapter, module, &device)? else {
+            let Some(delta) = delta::<B>(module, &device) else {
                 continue;
             };
-            let dora = match &module.dora_scale {
-                Some(part) => Some(vector::<B>(&patch.adapter, part, &device)?),
-                None => None,
-            };
+            let dora = module.dora_scale.as_ref().map(|p| vector::<B>(p, &device));
             let rows = patch.rows.clone().unwrap_or(0..out);
             let [inp, _] = w.dims();
             let columns = w.clone().slice([0..inp, rows.clone()]);
             let patched = apply(columns, delta.transpose(), module, dora, patch.strength);
             w = w.slice_assign([0..inp, rows], patched);
         }
-        Ok(w)
+        w
     }
 
     /// The patched bias in f32.
-    fn bias(&self, patches: &[Patch], bias: Tensor<B, 1>) -> Result<Tensor<B, 1>, AdapterError> {
+    fn bias(patches: &[Patch], bias: Tensor<B, 1>) -> Tensor<B, 1> {
         let device = bias.device();
         let [out] = bias.dims();
         let mut b = bias.cast(FloatDType::F32);
@@ -349,11 +337,11 @@ impl<B: Backend> Merger<'_, B> {
                 continue;
             };
             let rows = patch.rows.clone().unwrap_or(0..out);
-            let diff = vector::<B>(&patch.adapter, part, &device)?.mul_scalar(patch.strength);
+            let diff = vector::<B>(part, &device).mul_scalar(patch.strength);
             let patched = b.clone().slice([rows.clone()]) + diff;
             b = b.slice_assign([rows], patched);
         }
-        Ok(b)
+        b
     }
 }
 
@@ -373,31 +361,21 @@ impl<B: Backend> ModuleMapper<B> for Merger<'_, B> {
         let Some(patches) = self.patches.layers.get(&parent.join(".")) else {
             return param;
         };
-        if self.error.is_some() || !matches!((leaf.as_str(), D), ("weight", 2) | ("bias", 1)) {
+        if !matches!((leaf.as_str(), D), ("weight", 2) | ("bias", 1)) {
             return param;
         }
         let path = self.path.join(".");
         let (id, tensor) = (param.id, param.val());
         let dtype = tensor.dtype();
         let shape = tensor.shape();
-        let patched = if D == 2 {
-            self.weight(patches, tensor.clone().reshape(shape.clone()))
-                .map(|w| w.reshape(shape.clone()))
+        let patched: Tensor<B, D> = if D == 2 {
+            Self::weight(patches, tensor.clone().reshape(shape.clone())).reshape(shape.clone())
         } else {
-            self.bias(patches, tensor.clone().reshape(shape.clone()))
-                .map(|b| b.reshape(shape.clone()))
+            Self::bias(patches, tensor.clone().reshape(shape.clone())).reshape(shape.clone())
         };
-        match patched {
-            Ok(patched) => {
-                let n = shape.num_elements();
-                self.saved.insert(path, tensor.reshape([n]));
-                Param::initialized(id, patched.cast(FloatDType::from(dtype)))
-            }
-            Err(e) => {
-                self.error = Some(e);
-                Param::initialized(id, tensor)
-            }
-        }
+        self.saved
+            .insert(path, tensor.reshape([shape.num_elements()]));
+        Param::initialized(id, patched.cast(FloatDType::from(dtype)))
     }
 }
 

@@ -3,35 +3,24 @@
 
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 
-use crate::AdapterError;
-use crate::file::{Adapter, AdapterModule, Factor, Part, Update};
+use crate::file::{AdapterModule, Factor, Part, Update};
 
-/// Reads a part as an f32 `[rows, cols]` matrix on `device`.
-fn matrix<B: Backend>(
-    adapter: &Adapter,
-    part: &Part,
-    device: &B::Device,
-) -> Result<Tensor<B, 2>, AdapterError> {
-    let (values, _) = adapter.file().read_f32(&part.key)?;
-    let shape = [part.shape[0], values.len() / part.shape[0].max(1)];
-    Ok(Tensor::from_data(
-        TensorData::new(values, shape),
+/// A part as an f32 `[rows, cols]` matrix on `device`.
+fn matrix<B: Backend>(part: &Part, device: &B::Device) -> Tensor<B, 2> {
+    let shape = [part.shape[0], part.values.len() / part.shape[0].max(1)];
+    Tensor::from_data(
+        TensorData::new(part.values.clone(), shape),
         (device, DType::F32),
-    ))
+    )
 }
 
-/// Reads a vector (a `diff_b`, a `dora_scale`) as f32 on `device`.
-pub(crate) fn vector<B: Backend>(
-    adapter: &Adapter,
-    part: &Part,
-    device: &B::Device,
-) -> Result<Tensor<B, 1>, AdapterError> {
-    let (values, _) = adapter.file().read_f32(&part.key)?;
-    let n = values.len();
-    Ok(Tensor::from_data(
-        TensorData::new(values, [n]),
+/// A vector (a `diff_b`, a `dora_scale`) as f32 on `device`.
+pub(crate) fn vector<B: Backend>(part: &Part, device: &B::Device) -> Tensor<B, 1> {
+    let n = part.values.len();
+    Tensor::from_data(
+        TensorData::new(part.values.clone(), [n]),
         (device, DType::F32),
-    ))
+    )
 }
 
 /// `kron(a, b)` for matrices `[p, q]` ⊗ `[r, s]` → `[p·r, q·s]`.
@@ -45,22 +34,21 @@ fn kron<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>) -> Tensor<B, 2> {
 /// The module's `ΔW` `[out, in]` in f32, without alpha ÷ rank or strength (`None` for a
 /// bias-only module).
 pub(crate) fn delta<B: Backend>(
-    adapter: &Adapter,
     module: &AdapterModule,
     device: &B::Device,
-) -> Result<Option<Tensor<B, 2>>, AdapterError> {
-    let m = |part: &Part| matrix::<B>(adapter, part, device);
+) -> Option<Tensor<B, 2>> {
+    let m = |part: &Part| matrix::<B>(part, device);
     let factor = |f: &Factor| match f {
         Factor::Whole(w) => m(w),
-        Factor::Product(a, b) => Ok(m(a)?.matmul(m(b)?)),
+        Factor::Product(a, b) => m(a).matmul(m(b)),
     };
-    Ok(Some(match &module.update {
-        Update::Lora { up, down } => m(up)?.matmul(m(down)?),
-        Update::LoKr { w1, w2 } => kron(factor(w1)?, factor(w2)?),
-        Update::LoHa { w1, w2 } => m(&w1.0)?.matmul(m(&w1.1)?) * m(&w2.0)?.matmul(m(&w2.1)?),
-        Update::Diff(d) => m(d)?,
-        Update::BiasOnly => return Ok(None),
-    }))
+    Some(match &module.update {
+        Update::Lora { up, down } => m(up).matmul(m(down)),
+        Update::LoKr { w1, w2 } => kron(factor(w1), factor(w2)),
+        Update::LoHa { w1, w2 } => m(&w1.0).matmul(m(&w1.1)) * m(&w2.0).matmul(m(&w2.1)),
+        Update::Diff(d) => m(d),
+        Update::BiasOnly => return None,
+    })
 }
 
 /// Applies a module's update at `strength` to `weight` (f32, Burn's `[in, out]` layout: the
@@ -85,7 +73,14 @@ pub(crate) fn apply<B: Backend>(
     };
     let [inp, out] = weight.dims();
     let merged = weight.clone() + scaled;
-    let norm = |dim: usize| merged.clone().square().sum_dim(dim).sqrt().add_scalar(f32::EPSILON);
+    let norm = |dim: usize| {
+        merged
+            .clone()
+            .square()
+            .sum_dim(dim)
+            .sqrt()
+            .add_scalar(f32::EPSILON)
+    };
     let decomposed = if module.dora_per_row() {
         merged.clone() * (magnitude.reshape([1, out]) / norm(0))
     } else {
