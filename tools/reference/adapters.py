@@ -77,6 +77,15 @@ def canonical(path):
         f.write(len(text).to_bytes(8, "little") + text + data)
 
 
+def addnet_hash(path):
+    """AUTOMATIC1111's `addnet_hash_safetensors` (modules/hashes.py): SHA-256 of the data after the header."""
+    import hashlib
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        f.seek(n + 8)
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def linears(model):
     return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
 
@@ -183,7 +192,8 @@ def main():
             canonical(os.path.join(OUT, f"{name}.safetensors"))
         for layer, w in weights.items():
             expected[f"{name}/dit/{layer}"] = w.float().contiguous()
-        cases.append(dict(name=name, file=f"{file or name}.safetensors", strength=strength,
+        cases.append(dict(name=name, file=f"{file or name}.safetensors",
+                          hash=addnet_hash(os.path.join(OUT, f"{file or name}.safetensors"))[:12], strength=strength,
                           te_strength=te_strength if te_strength is not None else strength, layers=len(weights), note=note))
 
     def fused(weights):

@@ -61,6 +61,14 @@ pub enum AdapterError {
         /// The shape of the update.
         found: Vec<usize>,
     },
+    /// An adapter tag in a prompt cannot be read.
+    #[error("prompt tag `{tag}`: {reason}")]
+    Tag {
+        /// The tag.
+        tag: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An adapter file name given in a prompt or on the command line was not found.
     #[error("no adapter named `{name}` in {dir}{suggestion}")]
     NotFound {

@@ -242,6 +242,17 @@ impl Adapter {
                     .map_or(0, |last| last + 1)
                     .max(shape.len().min(2));
                 let (values, _) = file.read_f32(key)?;
+                if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+                    return Err(AdapterError::Malformed {
+                        path: file.path().to_path_buf(),
+                        module: module.to_owned(),
+                        reason: format!(
+                            "{key} holds {} non-finite values (the first, {}, at index {index})",
+                            values.iter().filter(|v| !v.is_finite()).count(),
+                            values[index]
+                        ),
+                    });
+                }
                 groups.entry(module).or_default().insert(
                     role,
                     Part {

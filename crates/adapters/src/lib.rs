@@ -46,11 +46,15 @@
 
 mod error;
 mod file;
+mod hash;
 mod merge;
 mod names;
+mod tags;
 mod update;
 
 pub use error::AdapterError;
 pub use file::{Adapter, AdapterModule, Format};
+pub use hash::short_hash;
 pub use merge::{AdapterReport, Backup, Merged, Patches, Plan, Strength};
 pub use names::Component;
+pub use tags::{PromptAdapter, extract_tags, find_adapter};

@@ -172,6 +172,80 @@ fn incomplete_or_inconsistent_modules_are_malformed() {
 }
 
 #[test]
+fn mixed_formats_in_one_module_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "mixed.safetensors",
+        &[
+            (&format!("{QKV}.lora_up.weight"), &[64, 4]),
+            (&format!("{QKV}.lora_down.weight"), &[4, 32]),
+            (&format!("{QKV}.lokr_w1"), &[2, 2]),
+        ],
+    );
+    let e = Adapter::open(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("lokr_w1 does not belong with a LoRA update"),
+        "{e}"
+    );
+}
+
+#[test]
+fn non_finite_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "nan.safetensors",
+        &[
+            (&format!("{QKV}.lora_up.weight"), &[64, 4]),
+            (&format!("{QKV}.lora_down.weight"), &[4, 32]),
+        ],
+    );
+    let poisoned = dir.path().join("poisoned.safetensors");
+    sakiko_weights::write_edited(&path, &poisoned, &format!("{QKV}.lora_down.weight"), |v| {
+        v[5] = f32::NAN;
+        v[7] = f32::INFINITY;
+    })
+    .unwrap();
+    let e = Adapter::open(&poisoned).unwrap_err().to_string();
+    assert!(
+        e.contains("2 non-finite values") && e.contains("index 5"),
+        "{e}"
+    );
+    // Negative control: the same file without the edit opens.
+    Adapter::open(&path).unwrap();
+}
+
+#[test]
+fn an_sdxl_lora_matches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        dir.path(),
+        "sdxl.safetensors",
+        &[
+            (
+                "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight",
+                &[640, 4],
+            ),
+            (
+                "lora_unet_down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight",
+                &[4, 640],
+            ),
+            (
+                "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight",
+                &[3072, 4],
+            ),
+            (
+                "lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight",
+                &[4, 768],
+            ),
+        ],
+    );
+    let e = plan(&path).unwrap_err();
+    assert!(matches!(e, AdapterError::NoMatch { count: 2, .. }), "{e}");
+}
+
+#[test]
 fn a_bias_update_for_a_layer_without_bias_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(

@@ -27,6 +27,7 @@ fn path(relative: &str) -> String {
 struct Case {
     name: String,
     file: String,
+    hash: String,
     strength: f32,
     te_strength: f32,
     layers: usize,
@@ -300,4 +301,21 @@ fn half_precision_weights_merge_in_f32_and_round_once() {
         checked += 1;
     }
     assert!(checked > 10);
+}
+
+/// Strength 0 on both models leaves every weight bit-identical to the model without adapters.
+#[test]
+fn zero_strength_is_bit_identical_to_no_adapter() {
+    let device = Default::default();
+    let (dit, te) = models::<Flex>(FloatDType::F32, &device);
+    let (dit_base, te_base) = (params(&dit), params(&te));
+    let adapter = Arc::new(Adapter::open(path("tests/fixtures/kohya_lora.safetensors")).unwrap());
+    let plan = Plan::new(
+        vec![(adapter, Strength::both(0.0))],
+        &dit.linear_keys(),
+        &te.linear_keys(),
+    )
+    .unwrap();
+    assert!(params(&plan.dit().merge(dit).model) == dit_base);
+    assert!(params(&plan.text_encoder().merge(te).model) == te_base);
 }

@@ -197,6 +197,16 @@ pub struct GenerateArgs {
     /// Decode the latent in tiles of this many latent pixels (less memory).
     #[arg(long, value_name = "N")]
     vae_tile: Option<usize>,
+    /// An adapter (LoRA, LoKr, LoHa, DoRA; kohya, LyCORIS, PEFT / diffusers or ComfyUI names): a
+    /// file or a name in the adapters folder, with its strength on the denoiser and on the text
+    /// encoder (default 1, and the text encoder's the denoiser's). Repeatable; `<lora:NAME:S>`
+    /// tags in the prompt add more.
+    #[arg(long = "lora", value_name = "FILE[:S[:TE]]")]
+    loras: Vec<String>,
+    /// Where adapters named by --lora or prompt tags are found (default: the models folder's
+    /// loras/).
+    #[arg(long, value_name = "D")]
+    lora_dir: Option<PathBuf>,
     /// The backend to run on.
     #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
     backend: BackendChoice,
@@ -337,6 +347,15 @@ impl Job for GenerateArgs {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<(), CliError> {
         let mut request = self.request()?;
+        // Adapter tags leave the prompt before anything reads it (they are not XML).
+        let lora_dir = self
+            .lora_dir
+            .clone()
+            .or_else(|| self.models_dir.as_ref().map(|d| d.join("loras")));
+        let (prompt, adapters) =
+            crate::lora::adapters(&self.loras, &request.prompt, lora_dir.as_deref())?;
+        request.prompt = prompt;
+        request.adapters = adapters;
         request.validate()?;
         // Found out now, not after minutes of generating.
         for path in std::iter::once(&self.output).chain(&self.save_latent) {
@@ -413,6 +432,21 @@ impl Job for GenerateArgs {
                 Event::Warning(w) => bar.suspend(|| eprintln!("warning: {w}")),
                 Event::Memory(m) => bar.suspend(|| say(format!("memory: {m}"))),
                 Event::Decode => bar.suspend(|| say("decoding".into())),
+                Event::Adapter(r) => bar.suspend(|| {
+                    let formats: Vec<String> = r.formats.iter().map(|f| f.to_string()).collect();
+                    say(format!(
+                        "adapter {}: {}{}, rank {}, alpha {}; {} denoiser and {} text-encoder layers at {} / {}",
+                        r.path.display(),
+                        formats.join("+"),
+                        if r.dora { " (DoRA)" } else { "" },
+                        r.rank.map_or("-".into(), |v| v.to_string()),
+                        r.alpha.map_or("-".into(), |v| v.to_string()),
+                        r.dit_layers,
+                        r.text_encoder_layers,
+                        r.strength.dit,
+                        r.strength.text_encoder
+                    ))
+                }),
                 Event::Release { .. } => {}
             }
             ControlFlow::Continue(())

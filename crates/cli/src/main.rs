@@ -6,6 +6,7 @@ mod bench;
 mod doctor;
 mod expand;
 mod generate;
+mod lora;
 mod models;
 mod prompt;
 

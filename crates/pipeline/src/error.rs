@@ -17,6 +17,9 @@ pub enum PipelineError {
     /// The text encoder or tokenizer failed.
     #[error("text encoder: {0}")]
     TextEncoder(#[from] GemmaError),
+    /// An adapter cannot be read or does not fit the models.
+    #[error("adapter: {0}")]
+    Adapter(#[from] sakiko_adapters::AdapterError),
     /// The denoiser failed.
     #[error("denoiser: {0}")]
     Denoiser(#[from] NextDitError),

@@ -7,7 +7,8 @@
 //!   diffusers folder, or (feature `hub`) a Hugging Face download; [`inspect`] tells what a file
 //!   holds from its header;
 //! - [`GenerationRequest`]: prompt (the Sakiko prefix is added once), negative prompt, size, steps,
-//!   guidance, sampler, scheduler, shift, seed, batch, img2img;
+//!   guidance, sampler, scheduler, shift, seed, batch, img2img, adapters ([`AdapterSpec`]: LoRA,
+//!   LoKr, LoHa, DoRA from any trainer, merged into resident models and switched per request);
 //! - [`Pipeline`]: encode → sample → decode, memory-lean by default (each model is loaded for its
 //!   stage and freed after it), with progress [`Event`]s, cancellation and an embedding cache;
 //! - [`LuminaDenoiser`]: the one place where σ becomes the model's time `1 − σ` and the model's
@@ -17,6 +18,7 @@
 //! Generation is deterministic for a seed on a backend: the initial and ancestral noise are
 //! PyTorch's CPU `randn` streams (as ComfyUI on a CPU), drawn on the host.
 
+mod adapters;
 mod backend;
 mod denoiser;
 pub mod doctor;
@@ -30,6 +32,7 @@ mod pipeline;
 mod request;
 mod text;
 
+pub use adapters::AdapterSpec;
 pub use backend::{backend_name, check_backend};
 pub use denoiser::{Conditioning, LuminaDenoiser};
 pub use error::{Component, PipelineError};
@@ -45,6 +48,7 @@ pub use pipeline::{Event, Generation, Pipeline, PipelineBuilder, PipelineOptions
 pub use request::{
     GenerationRequest, MAX_BATCH, OutputDepth, SIDE_MULTIPLE, SIDE_RANGE, TRAINED_TOKENS,
 };
+pub use sakiko_adapters::{AdapterReport, Strength};
 /// VAE tiling settings ([`PipelineOptions::vae_tiling`]).
 pub use sakiko_vae::Tiling;
 pub use text::TextEncoder;

@@ -120,7 +120,8 @@ pub fn save_tensor<B: Backend, const D: usize>(
 
 /// The parameters written into image `index` of a batch: one plain-valued text chunk per setting
 /// (`prompt`, `negative_prompt`, `seed`, `batch_index`, `steps`, `cfg`, `guidance` and its own
-/// settings, `sampler`, `scheduler`, `shift`, `width`, `height`, `denoise`, `dit`,
+/// settings, `sampler`, `scheduler`, `shift`, `width`, `height`, `denoise`, `adapters`
+/// (`name:dit:te:hash`, comma-separated; the hash is A1111's short SHA-256), `dit`,
 /// `text_encoder`, `vae`, `software`) and an AUTOMATIC1111 `parameters` chunk that A1111's PNG
 /// Info, image browsers and model sites read (see [`a1111_parameters`]).
 pub fn png_parameters(
@@ -164,6 +165,21 @@ pub fn png_parameters(
     if request.init_image.is_some() {
         out.push(("denoise".into(), request.denoise.to_string()));
     }
+    if !request.adapters.is_empty() {
+        let list: Vec<String> = request
+            .adapters
+            .iter()
+            .map(|a| {
+                format!(
+                    "{}:{}:{}",
+                    a.name(),
+                    a.strength.dit,
+                    a.strength.text_encoder
+                )
+            })
+            .collect();
+        out.push(("adapters".into(), list.join(", ")));
+    }
     out.extend([
         ("dit".into(), file_name(&files.dit)),
         ("text_encoder".into(), file_name(&files.text_encoder)),
@@ -184,8 +200,8 @@ fn file_name(p: &Path) -> String {
 }
 
 /// The generation as AUTOMATIC1111 writes it (`create_infotext` in its `processing.py`): the
-/// user's prompt (without the fixed system prefix), `Negative prompt: …` when there is one, then
-/// one line of `Key: value` pairs in A1111's order (`Steps`, `Sampler`, `Schedule type`,
+/// user's prompt (without the fixed system prefix) with its adapters as `<lora:NAME:S>` tags,
+/// `Negative prompt: …` when there is one, then one line of `Key: value` pairs in A1111's order (`Steps`, `Sampler`, `Schedule type`,
 /// `CFG scale`, `Seed`, `Size`, `Model`, `VAE`, `Denoising strength`), followed by ours (`Shift`,
 /// `Guidance`, `System prompt`, `Text encoder`, `Version`). Values holding a comma, colon or
 /// newline are JSON-quoted, as A1111's `quote()` does, so its parser reads them back.
@@ -207,6 +223,14 @@ pub fn a1111_parameters(request: &crate::GenerationRequest, files: &crate::Model
     if request.init_image.is_some() {
         fields.push(("Denoising strength", request.denoise.to_string()));
     }
+    if !request.adapters.is_empty() {
+        let hashes: Vec<String> = request
+            .adapters
+            .iter()
+            .map(|a| format!("{}: {}", a.name(), short_hash(a)))
+            .collect();
+        fields.push(("Lora hashes", hashes.join(", ")));
+    }
     fields.extend([
         ("Shift", request.shift.to_string()),
         ("Guidance", request.guidance.name().to_owned()),
@@ -224,7 +248,27 @@ pub fn a1111_parameters(request: &crate::GenerationRequest, files: &crate::Model
     } else {
         format!("\nNegative prompt: {}", request.negative)
     };
-    format!("{prompt}{negative}\n{line}").trim().to_owned()
+    // A1111 keeps adapters as tags in the prompt (text encoder strength first).
+    let tags: String = request
+        .adapters
+        .iter()
+        .map(|a| {
+            let s = a.strength;
+            if s.dit == s.text_encoder {
+                format!(" <lora:{}:{}>", a.name(), s.dit)
+            } else {
+                format!(" <lora:{}:{}:{}>", a.name(), s.text_encoder, s.dit)
+            }
+        })
+        .collect();
+    format!("{prompt}{tags}{negative}\n{line}")
+        .trim()
+        .to_owned()
+}
+
+/// An adapter's A1111 short hash, `unknown` when its file cannot be read any more.
+fn short_hash(adapter: &crate::AdapterSpec) -> String {
+    sakiko_adapters::short_hash(&adapter.path).unwrap_or_else(|_| "unknown".into())
 }
 
 /// A1111's `quote()`: JSON string syntax for values with a comma, colon or newline.

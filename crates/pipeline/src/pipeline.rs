@@ -55,6 +55,8 @@ pub enum Event {
     },
     /// The latents are being decoded.
     Decode,
+    /// An adapter was read and matched to the models' layers (once per adapter set).
+    Adapter(sakiko_adapters::AdapterReport),
 }
 
 /// How the pipeline manages memory and runs the encoder.
@@ -224,7 +226,8 @@ impl<B: Backend> PipelineBuilder<B> {
         let vae_dtype = resolve(self.options.vae_dtype)?;
         let text = text
             .with_dtype(resolve(self.options.text_encoder_dtype)?)
-            .with_weight_check(self.options.check_weights);
+            .with_weight_check(self.options.check_weights)
+            .with_adapter_backup(self.options.keep_in_memory);
         let params = [
             parameter_count(
                 &dit_file,
@@ -244,6 +247,7 @@ impl<B: Backend> PipelineBuilder<B> {
             params,
             dit: None,
             vae: None,
+            adapters: Default::default(),
             cache: HashMap::new(),
         })
     }
@@ -300,6 +304,8 @@ pub struct Pipeline<B: Backend> {
     params: [u64; 2],
     dit: Option<NextDit<B>>,
     vae: Option<Vae<B>>,
+    /// The adapters merged into the denoiser and the text encoder.
+    adapters: crate::adapters::Active<B>,
     /// Model text → conditioning `[1, L, hidden]`, on the host.
     cache: HashMap<String, TensorData>,
 }
@@ -368,6 +374,20 @@ impl<B: Backend> Pipeline<B> {
             ControlFlow::Break(()) => Err(PipelineError::Cancelled(format!("at {event:?}"))),
         };
         let mut warnings = request.validate()?;
+        if self.set_adapters(&request.adapters)? {
+            for report in self.adapters.reports() {
+                emit(Event::Adapter(report.clone()))?;
+            }
+        }
+        for report in self.adapters.reports() {
+            if let Some(first) = report.unmatched.first() {
+                warnings.push(format!(
+                    "adapter {}: {} of its modules or keys match no layer and are not applied (first: `{first}`)",
+                    report.path.display(),
+                    report.unmatched.len()
+                ));
+            }
+        }
         let ms = FlowSampling::with_shift(request.shift)?;
         let sigmas = if request.init_image.is_some() {
             request
@@ -498,6 +518,56 @@ impl<B: Backend> Pipeline<B> {
         })
     }
 
+    /// Uses `specs` from now on (as [`Pipeline::generate`] does with a request's adapters): opens
+    /// them and matches them to the models' layers (errors come before any model loads);
+    /// resident models get their base weights back from memory and the new updates (cached
+    /// conditionings are keyed by the text encoder's adapters, so switching back reuses them).
+    /// Returns whether the set changed.
+    pub fn set_adapters(&mut self, specs: &[crate::AdapterSpec]) -> Result<bool, PipelineError> {
+        if specs == self.adapters.specs {
+            return Ok(false);
+        }
+        let plan = crate::adapters::plan::<B>(
+            specs,
+            &self.dit_config,
+            &self.text.linear_keys(),
+            &self.device,
+        )?;
+        let dit = self
+            .dit
+            .take()
+            .map(|dit| match self.adapters.dit_backup.take() {
+                Some(backup) => backup.restore(dit),
+                None => dit,
+            });
+        self.adapters = crate::adapters::Active {
+            specs: specs.to_vec(),
+            plan,
+            dit_backup: None,
+        };
+        self.dit = dit.map(|dit| self.merge_dit(dit));
+        self.text.set_adapters(self.adapters.text_encoder());
+        Ok(true)
+    }
+
+    /// The reports of the adapters in effect.
+    pub fn adapter_reports(&self) -> &[sakiko_adapters::AdapterReport] {
+        self.adapters.reports()
+    }
+
+    /// Merges the adapters' updates into a freshly loaded (or restored) denoiser.
+    fn merge_dit(&mut self, dit: NextDit<B>) -> NextDit<B> {
+        let patches = self.adapters.dit();
+        if patches.is_empty() {
+            return dit;
+        }
+        let merged = patches.merge(dit);
+        if self.options.keep_in_memory {
+            self.adapters.dit_backup = Some(merged.backup);
+        }
+        merged.model
+    }
+
     /// The conditioning of `text` (ids given), from the cache or the encoder.
     fn conditioning(
         &mut self,
@@ -505,7 +575,9 @@ impl<B: Backend> Pipeline<B> {
         ids: &[u32],
         emit: &mut impl FnMut(Event) -> Result<(), PipelineError>,
     ) -> Result<Conditioning<B>, PipelineError> {
-        if let Some(data) = self.cache.get(text) {
+        // The text encoder's adapters and strengths are part of the key.
+        let key = format!("{}\u{0}{text}", self.adapters.text_encoder_key());
+        if let Some(data) = self.cache.get(&key) {
             return Ok(Conditioning {
                 features: Tensor::from_data(data.clone(), &self.device),
             });
@@ -518,8 +590,7 @@ impl<B: Backend> Pipeline<B> {
         }
         let features = self.text.encode(ids)?;
         if self.options.cache_embeddings {
-            self.cache
-                .insert(text.to_owned(), features.clone().into_data());
+            self.cache.insert(key, features.clone().into_data());
         }
         Ok(Conditioning { features })
     }
@@ -535,7 +606,7 @@ impl<B: Backend> Pipeline<B> {
             component: Component::Dit,
             path: self.files.dit.clone(),
         })?;
-        Ok(NextDit::from_weights_as(
+        let dit = NextDit::from_weights_as(
             &self
                 .files
                 .open_dit()?
@@ -543,7 +614,8 @@ impl<B: Backend> Pipeline<B> {
             Some(self.dit_config.clone()),
             self.dit_dtype,
             &self.device,
-        )?)
+        )?;
+        Ok(self.merge_dit(dit))
     }
 
     fn put_dit(

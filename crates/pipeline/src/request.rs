@@ -81,6 +81,8 @@ pub struct GenerationRequest {
     pub eta: Option<f32>,
     /// Output bit depth.
     pub depth: OutputDepth,
+    /// Adapters merged into the models for this request, applied in order.
+    pub adapters: Vec<crate::AdapterSpec>,
 }
 
 impl GenerationRequest {
@@ -104,7 +106,21 @@ impl GenerationRequest {
             denoise: 1.0,
             eta: None,
             depth: OutputDepth::Eight,
+            adapters: Vec::new(),
         }
+    }
+
+    /// Adds an adapter (applied after those already added).
+    pub fn adapter(
+        mut self,
+        path: impl Into<std::path::PathBuf>,
+        strength: crate::Strength,
+    ) -> Self {
+        self.adapters.push(crate::AdapterSpec {
+            path: path.into(),
+            strength,
+        });
+        self
     }
 
     /// Sets the negative prompt.

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use burn::tensor::{FloatDType, Tensor, backend::Backend};
+use sakiko_adapters::{Backup, Patches};
 use sakiko_gemma::{EncoderOptions, Gemma2, Gemma2Config, GemmaTokenizer};
+use sakiko_weights::LinearKeys;
 
 use crate::{ModelFiles, PipelineError};
 
@@ -30,6 +32,12 @@ pub struct TextEncoder<B: Backend> {
     check_weights: bool,
     device: B::Device,
     model: Option<Gemma2<B>>,
+    /// Adapter updates merged into the weights as they load.
+    adapters: Patches,
+    /// The loaded model's base weights, to switch adapters without reading the file (kept only
+    /// when asked: it costs the memory of the patched layers).
+    backup: Option<Backup<B>>,
+    keep_backup: bool,
 }
 
 impl<B: Backend> TextEncoder<B> {
@@ -48,6 +56,9 @@ impl<B: Backend> TextEncoder<B> {
             check_weights: true,
             device,
             model: None,
+            adapters: Patches::default(),
+            backup: None,
+            keep_backup: false,
         })
     }
 
@@ -55,7 +66,7 @@ impl<B: Backend> TextEncoder<B> {
     /// in another dtype.
     pub fn with_dtype(mut self, dtype: FloatDType) -> Self {
         if dtype != self.dtype {
-            self.model = None;
+            self.release();
         }
         self.dtype = dtype;
         self
@@ -78,6 +89,46 @@ impl<B: Backend> TextEncoder<B> {
         &self.config
     }
 
+    /// Every linear layer of the encoder (what adapters patch), from its configuration.
+    pub fn linear_keys(&self) -> Vec<LinearKeys> {
+        self.config.init::<B>(&self.device).linear_keys()
+    }
+
+    /// Keeps the base weights of patched layers while the model is loaded, so that
+    /// [`TextEncoder::set_adapters`] switches adapters without reading the file again.
+    pub fn with_adapter_backup(mut self, keep: bool) -> Self {
+        self.keep_backup = keep;
+        self
+    }
+
+    /// Merges `adapters` into the weights from now on: a loaded model gets its base weights
+    /// back (from its backup, or by being read again) and the new updates.
+    pub fn set_adapters(&mut self, adapters: Patches) {
+        if let Some(model) = self.model.take() {
+            self.model = match self.backup.take() {
+                Some(backup) => Some(backup.restore(model)),
+                None if self.adapters.is_empty() => Some(model),
+                // Merged without a backup: read again when needed.
+                None => None,
+            };
+        }
+        self.adapters = adapters;
+        if let Some(model) = self.model.take() {
+            self.model = Some(self.merge(model));
+        }
+    }
+
+    fn merge(&mut self, model: Gemma2<B>) -> Gemma2<B> {
+        if self.adapters.is_empty() {
+            return model;
+        }
+        let merged = self.adapters.merge(model);
+        if self.keep_backup {
+            self.backup = Some(merged.backup);
+        }
+        merged.model
+    }
+
     /// The model input for `text` as given: BOS, then its ids; never truncated.
     pub fn tokenize(&self, text: &str) -> Result<Vec<u32>, PipelineError> {
         Ok(self.tokenizer.encode(text)?)
@@ -96,19 +147,17 @@ impl<B: Backend> TextEncoder<B> {
         Ok(())
     }
 
-    fn read(&self) -> Result<Gemma2<B>, PipelineError> {
+    fn read(&mut self) -> Result<Gemma2<B>, PipelineError> {
         let file = sakiko_gemma::open_weights(&self.path)?.with_value_check(self.check_weights);
-        Ok(Gemma2::from_weights_as(
-            &file,
-            Some(self.config.clone()),
-            self.dtype,
-            &self.device,
-        )?)
+        let model =
+            Gemma2::from_weights_as(&file, Some(self.config.clone()), self.dtype, &self.device)?;
+        Ok(self.merge(model))
     }
 
     /// Frees the weights.
     pub fn release(&mut self) {
         self.model = None;
+        self.backup = None;
     }
 
     /// The conditioning for `ids`: `hidden_states[-2]`, `[1, ids.len(), hidden]`. Loads the

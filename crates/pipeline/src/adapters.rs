@@ -1,0 +1,101 @@
+//! The adapters in effect: opened and matched against the models' layers once per set (before any
+//! model loads), merged into each model as it loads, and switched on resident models by
+//! restoring their base weights from memory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use burn::tensor::backend::Backend;
+use sakiko_adapters::{Adapter, AdapterError, AdapterReport, Backup, Patches, Plan, Strength};
+use sakiko_nextdit::NextDitConfig;
+use sakiko_weights::LinearKeys;
+
+/// An adapter file and how strongly it applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdapterSpec {
+    /// The `.safetensors` file.
+    pub path: PathBuf,
+    /// Its strengths on the denoiser and the text encoder.
+    pub strength: Strength,
+}
+
+impl AdapterSpec {
+    /// The file's stem, as prompts and A1111's metadata name adapters.
+    pub fn name(&self) -> String {
+        self.path.file_stem().map_or_else(
+            || self.path.display().to_string(),
+            |s| s.to_string_lossy().into_owned(),
+        )
+    }
+}
+
+/// The adapter set a pipeline has merged (or will merge as models load).
+#[derive(Debug)]
+pub(crate) struct Active<B: Backend> {
+    pub specs: Vec<AdapterSpec>,
+    pub plan: Option<Plan>,
+    /// The resident denoiser's base weights (kept only with `keep_in_memory`).
+    pub dit_backup: Option<Backup<B>>,
+}
+
+impl<B: Backend> Default for Active<B> {
+    fn default() -> Self {
+        Self {
+            specs: Vec::new(),
+            plan: None,
+            dit_backup: None,
+        }
+    }
+}
+
+impl<B: Backend> Active<B> {
+    /// The denoiser's patches.
+    pub fn dit(&self) -> Patches {
+        self.plan
+            .as_ref()
+            .map(|p| p.dit().clone())
+            .unwrap_or_default()
+    }
+
+    /// The text encoder's patches.
+    pub fn text_encoder(&self) -> Patches {
+        self.plan
+            .as_ref()
+            .map(|p| p.text_encoder().clone())
+            .unwrap_or_default()
+    }
+
+    /// What the text encoder's weights depend on: each adapter that patches it, with its
+    /// strength there (empty without such adapters).
+    pub fn text_encoder_key(&self) -> String {
+        self.reports()
+            .iter()
+            .filter(|r| r.text_encoder_layers > 0 && r.strength.text_encoder != 0.0)
+            .map(|r| format!("{}:{};", r.path.display(), r.strength.text_encoder))
+            .collect()
+    }
+
+    /// The reports of the adapters in effect.
+    pub fn reports(&self) -> &[AdapterReport] {
+        self.plan.as_ref().map_or(&[], |p| p.reports())
+    }
+}
+
+/// Opens `specs` and matches them against a denoiser of `dit` and a text encoder with `te_keys`.
+pub(crate) fn plan<B: Backend>(
+    specs: &[AdapterSpec],
+    dit: &NextDitConfig,
+    te_keys: &[LinearKeys],
+    device: &B::Device,
+) -> Result<Option<Plan>, AdapterError> {
+    if specs.is_empty() {
+        return Ok(None);
+    }
+    let adapters = specs
+        .iter()
+        .map(|s| Ok((Arc::new(Adapter::open(&s.path)?), s.strength)))
+        .collect::<Result<Vec<_>, AdapterError>>()?;
+    // A model fresh from `init` is lazy: listing its layers allocates nothing.
+    let dit_keys = dit.init::<B>(device).linear_keys();
+    Plan::new(adapters, &dit_keys, te_keys).map(Some)
+}
