@@ -272,5 +272,52 @@ def main():
     print("wrote", len(cases), "cases,", len(expected), "expected tensors")
 
 
+E2E = os.path.join(ROOT, "crates", "pipeline", "tests", "fixtures", "e2e_adapters")
+
+
+def e2e():
+    """A reference generation with adapters on the e2e models of `pipeline.py`: a PEFT LoRA added to
+    diffusers' own `Lumina2Transformer2DModel` (its PEFT integration, saved by `save_lora_weights`) and
+    fused at strength 0.8 by diffusers' `fuse_lora`, and a LyCORIS LoKr on transformers' `Gemma2Model`
+    under kohya names (`lora_te_`) running in LyCORIS's own forward at multiplier 0.6."""
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    import pipeline as P
+
+    gen = torch.Generator().manual_seed(7)
+    gemma, dit, vae, sp = P.models()
+    loras = os.path.join(E2E, "loras")
+    os.makedirs(loras, exist_ok=True)
+
+    targets = sorted(n for n, m in dit.named_modules()
+                     if isinstance(m, nn.Linear) and n.startswith(("layers.", "noise_refiner.", "context_refiner.")))
+    config = LoraConfig(r=4, lora_alpha=2, target_modules=targets, init_lora_weights=False)
+    dit.add_adapter(config)
+    perturb([p for n, p in dit.named_parameters() if "lora_" in n], gen, 0.1)
+    sd = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(dit).items()}
+    meta = {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}
+    diffusers.Lumina2Pipeline.save_lora_weights(loras, transformer_lora_layers=sd, weight_name="tiny_dit_lora.safetensors",
+                                                 transformer_lora_adapter_metadata=meta)
+    canonical(os.path.join(loras, "tiny_dit_lora.safetensors"))
+    dit.fuse_lora(lora_scale=0.8)
+
+    names = sorted(n for n, m in gemma.named_modules() if isinstance(m, nn.Linear))
+    LycorisNetwork.apply_preset({"target_module": [], "target_name": [re.escape(n) + "$" for n in names]})
+    net = create_lycoris(gemma, 0.6, algo="lokr", factor=2, linear_dim=2, linear_alpha=1)
+    net.apply_to()
+    perturb(list(net.parameters()), gen, 0.1)
+    te = {"lora_te_" + k[len("lycoris_"):]: v.detach().clone().contiguous() for k, v in net.state_dict().items()}
+    save_file(te, os.path.join(loras, "tiny_te_lokr.safetensors"))
+    canonical(os.path.join(loras, "tiny_te_lokr.safetensors"))
+
+    c = dict(P.CASES["euler"], seed=11)
+    expected = P.run_case("adapters", c, gemma, dit, vae, sp, None)
+    save_file({k: v.contiguous() for k, v in expected.items()}, os.path.join(E2E, "expected.safetensors"),
+              metadata={"case": json.dumps(c), "dit_lora": "tiny_dit_lora:0.8", "te_lokr": "<lora:tiny_te_lokr:0.6>"})
+    canonical(os.path.join(E2E, "expected.safetensors"))
+    print("e2e adapters: latent", tuple(expected["adapters/latent"].shape))
+
+
 if __name__ == "__main__":
     main()
+    e2e()

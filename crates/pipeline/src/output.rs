@@ -170,11 +170,13 @@ pub fn png_parameters(
             .adapters
             .iter()
             .map(|a| {
+                let s = a.strength;
                 format!(
-                    "{}:{}:{}",
+                    "{}:{}:{}:{}",
                     a.name(),
-                    a.strength.dit,
-                    a.strength.text_encoder
+                    s.dit,
+                    s.text_encoder,
+                    short_hash(a)
                 )
             })
             .collect();
