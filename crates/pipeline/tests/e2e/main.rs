@@ -633,6 +633,7 @@ fn models_folder_discovery() {
     assert!(chosen.dit.ends_with("diffusion_models/another.safetensors"));
 }
 
+mod adapters;
 mod doctor;
 mod lowp;
 mod trust;
