@@ -284,6 +284,12 @@ impl Adapter {
         })
     }
 
+    /// A string in the file's safetensors metadata (kohya's `ss_network_module`, `ss_network_dim`,
+    /// `ss_base_model_version`, diffusers' `lora_adapter_metadata`, …).
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.file.metadata(key).and_then(|v| v.as_str())
+    }
+
     /// Keys that belong to no module (norm patches such as `w_norm`, `set_weight`, or unknown
     /// names): they are not applied, and a merge report lists them.
     pub fn ignored_keys(&self) -> &[String] {

@@ -55,6 +55,6 @@ mod update;
 pub use error::AdapterError;
 pub use file::{Adapter, AdapterModule, Format};
 pub use hash::short_hash;
-pub use merge::{AdapterReport, Backup, Merged, Patches, Plan, Strength};
+pub use merge::{AdapterReport, Backup, Merged, Patches, Plan, Strength, Targets};
 pub use names::Component;
 pub use tags::{PromptAdapter, extract_tags, find_adapter};

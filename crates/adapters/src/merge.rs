@@ -66,6 +66,44 @@ pub struct AdapterReport {
     pub unmatched: Vec<String>,
 }
 
+/// Which models an adapter's modules name, by name alone (no shapes checked): for describing a
+/// file without loading a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Targets {
+    /// Denoiser layers named.
+    pub dit: usize,
+    /// Text-encoder layers named.
+    pub text_encoder: usize,
+    /// Module names that name no layer.
+    pub unmatched: Vec<String>,
+}
+
+impl Adapter {
+    /// The layers of a denoiser with `dit` and a text encoder with `text_encoder` layers that its
+    /// modules name.
+    pub fn targets(&self, dit: &[LinearKeys], text_encoder: &[LinearKeys]) -> Targets {
+        let names = Names::new(dit, text_encoder);
+        let mut layers = (Vec::new(), Vec::new());
+        let mut unmatched = Vec::new();
+        for module in self.modules() {
+            match names.find(&module.name) {
+                Some(t) if t.component == Component::Dit => layers.0.push(t.layer),
+                Some(t) => layers.1.push(t.layer),
+                None => unmatched.push(module.name.clone()),
+            }
+        }
+        for l in [&mut layers.0, &mut layers.1] {
+            l.sort_unstable();
+            l.dedup();
+        }
+        Targets {
+            dit: layers.0.len(),
+            text_encoder: layers.1.len(),
+            unmatched,
+        }
+    }
+}
+
 /// One module's update of one layer.
 #[derive(Debug, Clone)]
 struct Patch {

@@ -25,6 +25,18 @@ pub trait Job {
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output, CliError>;
 }
 
+/// The first backend this binary has (Flex, then wgpu, then CUDA), for jobs that only need a
+/// backend type (listing a model's layers).
+pub fn first_compiled() -> BackendChoice {
+    if cfg!(feature = "flex") {
+        BackendChoice::Flex
+    } else if cfg!(feature = "wgpu") {
+        BackendChoice::Wgpu
+    } else {
+        BackendChoice::Cuda
+    }
+}
+
 impl BackendChoice {
     /// Runs `job` on this backend, or explains which feature the binary lacks.
     pub fn run<J: Job>(self, job: J) -> Result<J::Output, CliError> {

@@ -141,14 +141,77 @@ impl InspectArgs {
     pub fn run(self) -> Result<(), CliError> {
         let inspection = sakiko_pipeline::inspect(&self.file)?;
         if inspection.components.is_empty() {
-            return Err(CliError::Failed(format!(
-                "{}: no NextDiT, Gemma-2 or VAE tensors found",
-                self.file.display()
-            )));
+            // Not a model: an adapter?
+            let adapter = sakiko_adapters::Adapter::open(&self.file).map_err(|e| {
+                CliError::Failed(format!(
+                    "{}: no NextDiT, Gemma-2 or VAE tensors found, and not an adapter ({e})",
+                    self.file.display()
+                ))
+            })?;
+            let json = crate::backend::first_compiled().run(DescribeAdapter { adapter })?;
+            let json =
+                serde_json::to_string_pretty(&json).map_err(|e| CliError::Failed(e.to_string()))?;
+            println!("{json}");
+            return Ok(());
         }
         let json = serde_json::to_string_pretty(&inspection.to_json())
             .map_err(|e| CliError::Failed(e.to_string()))?;
         println!("{json}");
         Ok(())
+    }
+}
+
+/// An adapter file described against the released models' layers (2B NextDiT, Gemma-2-2B).
+struct DescribeAdapter {
+    adapter: sakiko_adapters::Adapter,
+}
+
+impl crate::backend::Job for DescribeAdapter {
+    type Output = serde_json::Value;
+
+    fn run<B: burn::tensor::backend::Backend>(
+        self,
+        device: B::Device,
+    ) -> Result<serde_json::Value, CliError> {
+        // Models fresh from `init` are lazy: listing their layers allocates nothing.
+        let dit = sakiko_nextdit::NextDitConfig::lumina2_2b()
+            .init::<B>(&device)
+            .linear_keys();
+        let te = sakiko_gemma::Gemma2Config::gemma_2_2b()
+            .init::<B>(&device)
+            .linear_keys();
+        let a = &self.adapter;
+        let targets = a.targets(&dit, &te);
+        let training: serde_json::Map<String, serde_json::Value> = [
+            "ss_network_module",
+            "ss_network_dim",
+            "ss_network_alpha",
+            "ss_network_args",
+            "ss_base_model_version",
+            "ss_output_name",
+            "modelspec.architecture",
+            "modelspec.title",
+        ]
+        .into_iter()
+        .filter_map(|k| a.metadata(k).map(|v| (k.to_owned(), v.into())))
+        .collect();
+        Ok(serde_json::json!({
+            "path": a.path(),
+            "adapter": {
+                "formats": a.formats().iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+                "dora": a.has_dora(),
+                "rank": a.rank(),
+                "alpha": a.alpha(),
+                "modules": a.modules().len(),
+                "hash": sakiko_adapters::short_hash(a.path()).ok(),
+                "targets": {
+                    "dit_layers": targets.dit,
+                    "text_encoder_layers": targets.text_encoder,
+                    "unmatched": targets.unmatched,
+                    "ignored_keys": a.ignored_keys(),
+                },
+                "training": training,
+            },
+        }))
     }
 }

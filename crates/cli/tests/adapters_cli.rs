@@ -163,3 +163,19 @@ fn bad_adapters_fail_before_generating() {
         "not an adapter",
     );
 }
+
+#[test]
+fn inspect_describes_adapters() {
+    let lora = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../adapters/tests/fixtures/kohya_lora.safetensors");
+    let out = sakiko().arg("inspect").arg(&lora).assert().success();
+    let json: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let a = &json["adapter"];
+    assert_eq!(a["formats"], serde_json::json!(["LoRA"]));
+    assert_eq!(a["rank"], 4);
+    assert!(a["targets"]["dit_layers"].as_u64().unwrap() > 0);
+    assert!(a["targets"]["text_encoder_layers"].as_u64().unwrap() > 0);
+    assert_eq!(a["targets"]["unmatched"], serde_json::json!([]));
+    let hash = sakiko_adapters::short_hash(&lora).unwrap();
+    assert_eq!(a["hash"], hash.as_str());
+}
