@@ -263,6 +263,32 @@ def main():
     record("comfyui_peft", {"diffusion_model." + k.removeprefix("base_model.model."): v for k, v in sd.items()}, w, 1.0,
            note="PEFT keys, diffusion_model. prefix")
 
+    # 10. DoRA on the input axis (LyCORIS wd_on_output=False: dora_scale [1, in]).
+    sd, w = lycoris_case(skeleton(dit), blocks, "lora_unet_", gen, 1.0, algo="locon", linear_dim=4, linear_alpha=8,
+                         dora_wd=True, wd_on_output=False)
+    assert all(v.shape[0] == 1 for k, v in sd.items() if k.endswith("dora_scale"))
+    record("kohya_dora_input_axis", sd, w, 1.0, note="LyCORIS LoCon + DoRA, dora_scale [1, in]")
+    # 11. kohya sd-scripts' split_qkv form: three rank-r LoRAs on q, k, v saved merged, lora_down
+    #     stacked [3r, in] and lora_up block-diagonal [out, 3r], with the one alpha. Every loader takes
+    #     rank = rows(lora_down) = 3r (ComfyUI's alpha / rank): the expected weight is ComfyUI's
+    #     formula W + s·alpha/(3r)·up·down on these tensors.
+    r, alpha, s = 2, 3.0, 0.9
+    head = cfg["hidden_size"] // cfg["num_attention_heads"]
+    rows = [cfg["num_attention_heads"] * head, cfg["num_kv_heads"] * head, cfg["num_kv_heads"] * head]
+    sd, w = {}, {}
+    for n in blocks:
+        if not n.endswith("attention.qkv"):
+            continue
+        inp = dit[n + ".weight"].shape[1]
+        ups = [torch.randn(o, r, generator=gen) * 0.2 for o in rows]
+        down = torch.cat([torch.randn(r, inp, generator=gen) * 0.2 for _ in rows])
+        up = torch.block_diag(*ups)
+        key = "lora_unet_" + n.replace(".", "_")
+        sd[key + ".lora_down.weight"], sd[key + ".lora_up.weight"] = down, up
+        sd[key + ".alpha"] = torch.tensor(alpha)
+        w[n] = dit[n + ".weight"] + s * (alpha / down.shape[0]) * (up @ down)
+    record("kohya_split_qkv", sd, w, s, note="sd-scripts split_qkv saved form; ComfyUI's alpha / (3r)")
+
     save_file(expected, os.path.join(OUT, "expected.safetensors"),
               metadata={"torch": torch.__version__, "lycoris-lora": importlib.metadata.version("lycoris-lora"),
                         "peft": peft.__version__, "diffusers": diffusers.__version__})
