@@ -6,8 +6,9 @@
 //! This crate is the facade: it re-exports the workspace crates, so `cargo add sakiko-lumina` is
 //! all a user needs: text → image ([`pipeline`]: model-file discovery, generation, PNG output),
 //! the prompt format ([`prompt`]), ComfyUI-exact sampling ([`sampling`]), the Gemma-2 text
-//! encoder and tokenizer ([`gemma`]), Sakiko-Prompter on Qwen3 ([`prompter`]), the NextDiT denoiser ([`nextdit`]), the FLUX autoencoder
-//! ([`vae`]) and the weight reader ([`weights`]). Backends are cargo features: `flex` (CPU,
+//! encoder and tokenizer ([`gemma`]), Sakiko-Prompter on Qwen3 ([`prompter`]), the NextDiT
+//! denoiser ([`nextdit`]), the FLUX autoencoder ([`vae`]), LoRA / LoKr / LoHa / DoRA adapters
+//! ([`adapters`]) and the weight reader ([`weights`]). Backends are cargo features: `flex` (CPU,
 //! default), `wgpu`, `cuda`; `hub` adds Hugging Face downloads.
 //!
 //! Generating an image (here with the tiny test models in the repository; point
@@ -46,6 +47,7 @@
 //! ```
 
 pub use burn;
+pub use sakiko_adapters as adapters;
 pub use sakiko_gemma as gemma;
 pub use sakiko_nextdit as nextdit;
 pub use sakiko_pipeline as pipeline;
