@@ -47,6 +47,7 @@
 mod error;
 mod file;
 mod hash;
+mod keys;
 mod merge;
 mod names;
 mod tags;
