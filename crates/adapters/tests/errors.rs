@@ -45,6 +45,9 @@ fn plan(path: &Path) -> Result<Plan, AdapterError> {
 
 const QKV: &str = "lora_unet_layers_0_attention_qkv";
 
+/// A key and its shape.
+type Tensor = (String, Vec<usize>);
+
 #[test]
 fn a_model_file_is_not_an_adapter() {
     let dir = tempfile::tempdir().unwrap();
@@ -114,7 +117,7 @@ fn an_update_of_another_shape_names_both_shapes() {
 #[test]
 fn incomplete_or_inconsistent_modules_are_malformed() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, Vec<(String, Vec<usize>)>, &str); 5] = [
+    let cases: [(&str, Vec<Tensor>, &str); 5] = [
         (
             "up only",
             vec![(format!("{QKV}.lora_up.weight"), vec![64, 4])],
