@@ -13,18 +13,20 @@
 //! therefore hands the backend only contiguous tensors, never a mask, and queries padded to a
 //! multiple of [`QUERY_BLOCK`] rows.
 //!
+//! On Flex (CPU), the call is split across threads by sample, KV head and block of query rows
+//! (Flex's attention runs one head at a time on one thread).
+//!
 //! [`clamp_fp16`] is ComfyUI's overflow guard for f16 activations. (Linear weights are loaded
 //! row-major `[in, out]` by `sakiko_weights::load_module`, never as transposed views, which Burn
 //! 0.21's fusion multiplies wrongly at one row: `tests/fusion.rs` shows both.)
 
 mod norm;
 mod rope;
+mod split;
 
 pub use norm::RmsNorm;
 pub use rope::{apply_rope, rope_tables};
 
-use burn::tensor::module;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Tensor, backend::Backend};
 
 /// Query rows are padded to a multiple of this (the largest stage of cubek's flash kernels:
@@ -140,14 +142,10 @@ fn grouped<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Ten
     } else {
         q
     };
-    let o = module::attention(
-        q,
-        contiguous(k),
-        contiguous(v),
-        None,
-        None,
-        AttentionModuleOptions::default(),
-    );
+    let o = match split::threads::<B>() {
+        1 => split::single(q, contiguous(k), contiguous(v)),
+        threads => split::attention(q, contiguous(k), contiguous(v), threads),
+    };
     o.narrow(2, 0, rows).reshape([b, h, s_q, d])
 }
 
