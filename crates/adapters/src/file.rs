@@ -156,34 +156,32 @@ impl Adapter {
                 ignored.push(key.to_owned());
                 continue;
             };
-            {
-                let shape = file.shape(key).unwrap_or(&[]);
-                let trim = shape
-                    .iter()
-                    .rposition(|&d| d != 1)
-                    .map_or(0, |last| last + 1)
-                    .max(shape.len().min(2));
-                let (values, _) = file.read_f32(key)?;
-                if let Some(index) = values.iter().position(|v| !v.is_finite()) {
-                    return Err(AdapterError::Malformed {
-                        path: file.path().to_path_buf(),
-                        module: module.to_owned(),
-                        reason: format!(
-                            "{key} holds {} non-finite values (the first, {}, at index {index})",
-                            values.iter().filter(|v| !v.is_finite()).count(),
-                            values[index]
-                        ),
-                    });
-                }
-                groups.entry(module).or_default().insert(
-                    role,
-                    Part {
-                        key: key.to_owned(),
-                        shape: shape[..trim].to_vec(),
-                        values,
-                    },
-                );
+            let shape = file.shape(key).unwrap_or(&[]);
+            let trim = shape
+                .iter()
+                .rposition(|&d| d != 1)
+                .map_or(0, |last| last + 1)
+                .max(shape.len().min(2));
+            let (values, _) = file.read_f32(key)?;
+            if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+                return Err(AdapterError::Malformed {
+                    path: file.path().to_path_buf(),
+                    module: module.to_owned(),
+                    reason: format!(
+                        "{key} holds {} non-finite values (the first, {}, at index {index})",
+                        values.iter().filter(|v| !v.is_finite()).count(),
+                        values[index]
+                    ),
+                });
             }
+            groups.entry(module).or_default().insert(
+                role,
+                Part {
+                    key: key.to_owned(),
+                    shape: shape[..trim].to_vec(),
+                    values,
+                },
+            );
         }
         if groups.is_empty() {
             let mut keys: Vec<&str> = file.keys().collect();
@@ -193,10 +191,10 @@ impl Adapter {
                 example: keys.first().copied().unwrap_or("(no tensors)").to_owned(),
             });
         }
-        let peft_alpha = peft_alpha(&file);
+        let peft = PeftAlphas::read(&file)?;
         let mut modules = Vec::with_capacity(groups.len());
         for (name, parts) in groups {
-            modules.push(module(&file, name, parts, peft_alpha)?);
+            modules.push(module(&file, name, parts, &peft)?);
         }
         ignored.sort_unstable();
         Ok(Self {
@@ -256,20 +254,74 @@ impl Adapter {
     }
 }
 
-/// PEFT adapters saved by diffusers carry no `alpha` tensors; their `lora_alpha` is in the
-/// safetensors metadata (`lora_adapter_metadata`, a JSON LoraConfig, possibly per component).
-fn peft_alpha(file: &WeightFile) -> Option<f32> {
-    let text = file.metadata("lora_adapter_metadata")?.as_str()?;
-    let json: serde_json::Value = serde_json::from_str(text).ok()?;
-    let find = |v: &serde_json::Value| v.get("lora_alpha").and_then(|a| a.as_f64());
-    let alpha = find(&json).or_else(|| {
-        json.as_object()?
+/// The alphas of PEFT adapters saved by diffusers, which carry no `alpha` tensors: their
+/// `LoraConfig` is in the safetensors metadata (`lora_adapter_metadata`), with keys prefixed by
+/// component (`transformer.lora_alpha`, `text_encoder.lora_alpha`) or not.
+#[derive(Debug, Default)]
+struct PeftAlphas {
+    /// (key prefix of the modules it applies to, alpha; with rsLoRA, alpha·√r so that
+    /// alpha ÷ r is its alpha ÷ √r).
+    by_prefix: Vec<(String, f64, bool)>,
+}
+
+impl PeftAlphas {
+    fn read(file: &WeightFile) -> Result<Self, AdapterError> {
+        let Some(text) = file
+            .metadata("lora_adapter_metadata")
+            .and_then(|v| v.as_str())
+        else {
+            return Ok(Self::default());
+        };
+        let malformed = |reason: String| AdapterError::Malformed {
+            path: file.path().to_path_buf(),
+            module: "lora_adapter_metadata".into(),
+            reason,
+        };
+        let json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| malformed(format!("not JSON: {e}")))?;
+        let Some(map) = json.as_object() else {
+            return Ok(Self::default());
+        };
+        let mut by_prefix = Vec::new();
+        for (key, value) in map {
+            let Some(prefix) = key.strip_suffix("lora_alpha") else {
+                continue;
+            };
+            let Some(alpha) = value.as_f64() else {
+                continue;
+            };
+            let setting = |name: &str| map.get(&format!("{prefix}{name}"));
+            if setting("alpha_pattern")
+                .and_then(|p| p.as_object())
+                .is_some_and(|p| !p.is_empty())
+            {
+                return Err(malformed(format!(
+                    "{prefix}alpha_pattern gives some modules their own alpha, which is not supported"
+                )));
+            }
+            let rslora = setting("use_rslora")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            by_prefix.push((prefix.to_owned(), alpha, rslora));
+        }
+        Ok(Self { by_prefix })
+    }
+
+    /// The alpha of module `name` of rank `rank`: the entry whose prefix the name starts with
+    /// (the longest), for PEFT-named modules only.
+    fn alpha(&self, name: &str, rank: usize) -> Option<f32> {
+        let (_, alpha, rslora) = self
+            .by_prefix
             .iter()
-            .filter(|(k, _)| k.ends_with("lora_alpha"))
-            .find_map(|(_, v)| v.as_f64())
-            .or_else(|| json.as_object()?.values().find_map(find))
-    })?;
-    Some(alpha as f32)
+            .filter(|(prefix, ..)| name.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, ..)| prefix.len())?;
+        let alpha = if *rslora {
+            alpha * (rank as f64).sqrt()
+        } else {
+            *alpha
+        };
+        Some(alpha as f32)
+    }
 }
 
 /// Builds one module from its parts, checking that they make a consistent update.
@@ -277,7 +329,7 @@ fn module(
     file: &WeightFile,
     name: &str,
     mut parts: BTreeMap<Role, Part>,
-    peft_alpha: Option<f32>,
+    peft: &PeftAlphas,
 ) -> Result<AdapterModule, AdapterError> {
     let malformed = |reason: String| AdapterError::Malformed {
         path: file.path().to_path_buf(),
@@ -285,18 +337,15 @@ fn module(
         reason,
     };
     let alpha = match parts.remove(&Role::Alpha) {
-        Some(part) => {
-            let (values, _) = file.read_f32(&part.key)?;
-            match values[..] {
-                [a] => Some(a),
-                _ => {
-                    return Err(malformed(format!(
-                        "alpha has {} values, not 1",
-                        values.len()
-                    )));
-                }
+        Some(part) => match part.values[..] {
+            [a] => Some(a),
+            _ => {
+                return Err(malformed(format!(
+                    "alpha has {} values, not 1",
+                    part.values.len()
+                )));
             }
-        }
+        },
         None => None,
     };
     if let Some(role) = [Role::Mid, Role::LokrT2, Role::HadaT1, Role::HadaT2]
@@ -310,7 +359,6 @@ fn module(
     }
     let dora_scale = parts.remove(&Role::DoraScale);
     let diff_b = parts.remove(&Role::DiffB);
-    let mut take = |role: Role| parts.remove(&role);
     let matrix = |part: &Part| -> Result<(), AdapterError> {
         if part.shape.len() == 2 {
             Ok(())
@@ -321,9 +369,24 @@ fn module(
             )))
         }
     };
-    let (format, update, rank, peft) = if let (Some(up), Some(down)) =
-        (take(Role::Up), take(Role::Down))
-    {
+    // The format is chosen by the roles present, before anything is taken, so that a partial
+    // set (a truncated LoRA next to a diff) is reported, not silently read as another format.
+    let present: Vec<String> = parts.values().map(|p| p.key.clone()).collect();
+    let has = |roles: &[Role]| roles.iter().any(|r| parts.contains_key(r));
+    let missing = |what: &str| {
+        malformed(format!(
+            "a {what}; its tensors are {}",
+            if present.is_empty() {
+                "none".into()
+            } else {
+                present.join(", ")
+            }
+        ))
+    };
+    let (format, update, rank) = if has(&[Role::Up, Role::Down]) {
+        let (Some(up), Some(down)) = (parts.remove(&Role::Up), parts.remove(&Role::Down)) else {
+            return Err(missing("LoRA needs both up and down"));
+        };
         matrix(&up)?;
         matrix(&down)?;
         if up.shape[1] != down.shape[0] {
@@ -333,12 +396,24 @@ fn module(
             )));
         }
         let rank = down.shape[0];
-        // PEFT names (`lora_A` / `lora_B`) take their alpha from the metadata.
-        let peft = up.key.contains("lora_B");
-        (Format::Lora, Update::Lora { up, down }, Some(rank), peft)
-    } else if let Some(w1) = factor(&mut take, Role::LokrW1, Role::LokrW1A, Role::LokrW1B) {
-        let w2 = factor(&mut take, Role::LokrW2, Role::LokrW2A, Role::LokrW2B)
-            .ok_or_else(|| malformed("a LoKr needs lokr_w2 or lokr_w2_a and lokr_w2_b".into()))?;
+        (Format::Lora, Update::Lora { up, down }, Some(rank))
+    } else if has(&[
+        Role::LokrW1,
+        Role::LokrW1A,
+        Role::LokrW1B,
+        Role::LokrW2,
+        Role::LokrW2A,
+        Role::LokrW2B,
+    ]) {
+        let mut take = |role: Role| parts.remove(&role);
+        let (Some(w1), Some(w2)) = (
+            factor(&mut take, Role::LokrW1, Role::LokrW1A, Role::LokrW1B),
+            factor(&mut take, Role::LokrW2, Role::LokrW2A, Role::LokrW2B),
+        ) else {
+            return Err(missing(
+                "LoKr needs lokr_w1 (or lokr_w1_a and _b) and lokr_w2 (or lokr_w2_a and _b)",
+            ));
+        };
         for f in [&w1, &w2] {
             match f {
                 Factor::Whole(w) => matrix(w)?,
@@ -356,13 +431,18 @@ fn module(
         }
         // ComfyUI: the rank of w2's decomposition, else w1's; two whole factors have none.
         let rank = w2.rank().or(w1.rank());
-        (Format::LoKr, Update::LoKr { w1, w2 }, rank, false)
-    } else if let (Some(w1a), Some(w1b), Some(w2a), Some(w2b)) = (
-        take(Role::HadaW1A),
-        take(Role::HadaW1B),
-        take(Role::HadaW2A),
-        take(Role::HadaW2B),
-    ) {
+        (Format::LoKr, Update::LoKr { w1, w2 }, rank)
+    } else if has(&[Role::HadaW1A, Role::HadaW1B, Role::HadaW2A, Role::HadaW2B]) {
+        let (Some(w1a), Some(w1b), Some(w2a), Some(w2b)) = (
+            parts.remove(&Role::HadaW1A),
+            parts.remove(&Role::HadaW1B),
+            parts.remove(&Role::HadaW2A),
+            parts.remove(&Role::HadaW2B),
+        ) else {
+            return Err(missing(
+                "LoHa needs hada_w1_a, hada_w1_b, hada_w2_a and hada_w2_b",
+            ));
+        };
         for p in [&w1a, &w1b, &w2a, &w2b] {
             matrix(p)?;
         }
@@ -377,26 +457,20 @@ fn module(
             )));
         }
         let rank = w1b.shape[0];
-        (
-            Format::LoHa,
-            Update::LoHa {
-                w1: (w1a, w1b),
-                w2: (w2a, w2b),
-            },
-            Some(rank),
-            false,
-        )
-    } else if let Some(diff) = take(Role::Diff) {
+        let update = Update::LoHa {
+            w1: (w1a, w1b),
+            w2: (w2a, w2b),
+        };
+        (Format::LoHa, update, Some(rank))
+    } else if let Some(diff) = parts.remove(&Role::Diff) {
         matrix(&diff)?;
-        (Format::Full, Update::Diff(diff), None, false)
+        (Format::Full, Update::Diff(diff), None)
     } else if diff_b.is_some() && parts.is_empty() {
-        (Format::Full, Update::BiasOnly, None, false)
+        (Format::Full, Update::BiasOnly, None)
     } else {
-        let found: Vec<&str> = parts.values().map(|p| p.key.as_str()).collect();
-        return Err(malformed(format!(
-            "its tensors ({}) do not make a LoRA (up and down), LoKr, LoHa or diff update",
-            found.join(", ")
-        )));
+        return Err(missing(
+            "module needs a LoRA (up and down), LoKr, LoHa or diff update",
+        ));
     };
     if let Some(extra) = parts.values().next() {
         return Err(malformed(format!(
@@ -432,7 +506,13 @@ fn module(
         name: name.to_owned(),
         format,
         rank,
-        alpha: alpha.or(if peft { peft_alpha } else { None }),
+        // PEFT names (`lora_A` / `lora_B`) take their alpha from the metadata.
+        alpha: match &update {
+            Update::Lora { up, .. } if alpha.is_none() && up.key.contains("lora_B") => {
+                peft.alpha(name, rank.unwrap_or(1))
+            }
+            _ => alpha,
+        },
         shape,
         dora: dora_scale.is_some(),
         update,

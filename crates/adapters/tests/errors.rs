@@ -117,11 +117,19 @@ fn an_update_of_another_shape_names_both_shapes() {
 #[test]
 fn incomplete_or_inconsistent_modules_are_malformed() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, Vec<Tensor>, &str); 5] = [
+    let cases: [(&str, Vec<Tensor>, &str); 6] = [
         (
             "up only",
             vec![(format!("{QKV}.lora_up.weight"), vec![64, 4])],
-            "do not make",
+            "needs both up and down; its tensors are lora_unet_layers_0_attention_qkv.lora_up.weight",
+        ),
+        (
+            "half a LoRA next to a diff",
+            vec![
+                (format!("{QKV}.lora_up.weight"), vec![64, 4]),
+                (format!("{QKV}.diff"), vec![64, 32]),
+            ],
+            "needs both up and down",
         ),
         (
             "ranks differ",
@@ -152,7 +160,7 @@ fn incomplete_or_inconsistent_modules_are_malformed() {
         (
             "a LoKr with one factor",
             vec![(format!("{QKV}.lokr_w1"), vec![2, 2])],
-            "lokr_w2",
+            "LoKr needs lokr_w1 (or lokr_w1_a and _b) and lokr_w2",
         ),
     ];
     for (what, tensors, needle) in cases {
@@ -324,4 +332,77 @@ fn zero_strength_patches_nothing() {
     let plan = Plan::new(vec![(adapter, Strength::both(0.0))], &tiny_dit_keys(), &[]).unwrap();
     assert!(plan.dit().is_empty());
     assert_eq!(plan.reports()[0].dit_layers, 1);
+}
+
+/// PEFT files saved by diffusers: the alpha comes from the metadata of the module's component
+/// (`transformer.` / `text_encoder.`), rsLoRA scales by alpha ÷ √r, and per-module alpha patterns
+/// are refused rather than applied wrongly.
+#[test]
+fn peft_alphas_come_from_the_component_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let write_peft = |name: &str, metadata: serde_json::Value| {
+        let keys = [
+            (
+                "transformer.layers.0.attn.to_out.0.lora_B.weight",
+                vec![32usize, 4],
+            ),
+            (
+                "transformer.layers.0.attn.to_out.0.lora_A.weight",
+                vec![4, 32],
+            ),
+            (
+                "text_encoder.layers.0.self_attn.q_proj.lora_B.weight",
+                vec![32, 4],
+            ),
+            (
+                "text_encoder.layers.0.self_attn.q_proj.lora_A.weight",
+                vec![4, 16],
+            ),
+        ];
+        let data: Vec<Vec<u8>> = keys
+            .iter()
+            .map(|(_, s)| vec![0u8; 4 * s.iter().product::<usize>()])
+            .collect();
+        let views: Vec<(&str, TensorView<'_>)> = keys
+            .iter()
+            .zip(&data)
+            .map(|((k, s), d)| (*k, TensorView::new(Dtype::F32, s.clone(), d).unwrap()))
+            .collect();
+        let path = dir.path().join(name);
+        let meta = std::collections::HashMap::from([(
+            "lora_adapter_metadata".to_owned(),
+            metadata.to_string(),
+        )]);
+        safetensors::serialize_to_file(views, Some(meta), &path).unwrap();
+        path
+    };
+    let alphas = |path: &Path| -> Vec<(String, Option<f32>)> {
+        Adapter::open(path)
+            .unwrap()
+            .modules()
+            .iter()
+            .map(|m| (m.name.clone(), m.alpha))
+            .collect()
+    };
+    let path = write_peft(
+        "peft.safetensors",
+        serde_json::json!({"transformer.lora_alpha": 8, "transformer.r": 4,
+            "text_encoder.lora_alpha": 2, "text_encoder.use_rslora": true}),
+    );
+    assert_eq!(
+        alphas(&path),
+        [
+            (
+                "text_encoder.layers.0.self_attn.q_proj".to_owned(),
+                Some(4.0)
+            ),
+            ("transformer.layers.0.attn.to_out.0".to_owned(), Some(8.0)),
+        ]
+    );
+    let path = write_peft(
+        "pattern.safetensors",
+        serde_json::json!({"transformer.lora_alpha": 8, "transformer.alpha_pattern": {"to_q": 4}}),
+    );
+    let e = Adapter::open(&path).unwrap_err().to_string();
+    assert!(e.contains("alpha_pattern"), "{e}");
 }
