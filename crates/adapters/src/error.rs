@@ -61,6 +61,14 @@ pub enum AdapterError {
         /// The shape of the update.
         found: Vec<usize>,
     },
+    /// A strength is not a finite number.
+    #[error("{path}: strength {value} is not a finite number")]
+    Strength {
+        /// The file.
+        path: PathBuf,
+        /// The strength.
+        value: f32,
+    },
     /// An adapter tag in a prompt cannot be read.
     #[error("prompt tag `{tag}`: {reason}")]
     Tag {
@@ -78,5 +86,15 @@ pub enum AdapterError {
         dir: PathBuf,
         /// `; did you mean …?`, when one is close.
         suggestion: String,
+    },
+    /// Several adapter files in the folder have the name asked for.
+    #[error("several adapters in {dir} are named `{name}` ({candidates}); give the path of one")]
+    Ambiguous {
+        /// The name asked for.
+        name: String,
+        /// The folder.
+        dir: PathBuf,
+        /// Their paths in the folder, comma-separated.
+        candidates: String,
     },
 }

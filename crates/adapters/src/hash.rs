@@ -19,8 +19,10 @@ pub fn short_hash(path: impl AsRef<Path>) -> Result<String, AdapterError> {
     let mut file = std::fs::File::open(path).map_err(io)?;
     let mut len = [0u8; 8];
     file.read_exact(&mut len).map_err(io)?;
-    file.seek(SeekFrom::Start(8 + u64::from_le_bytes(len)))
-        .map_err(io)?;
+    let start = u64::from_le_bytes(len)
+        .checked_add(8)
+        .ok_or_else(|| io(std::io::Error::other("the header length overflows")))?;
+    file.seek(SeekFrom::Start(start)).map_err(io)?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {

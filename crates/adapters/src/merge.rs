@@ -161,6 +161,15 @@ impl Plan {
             reports: Vec::new(),
         };
         for (adapter, strength) in adapters {
+            if let Some(value) = [strength.dit, strength.text_encoder]
+                .into_iter()
+                .find(|s| !s.is_finite())
+            {
+                return Err(AdapterError::Strength {
+                    path: adapter.path().to_path_buf(),
+                    value,
+                });
+            }
             let mut report = AdapterReport {
                 path: adapter.path().to_path_buf(),
                 formats: adapter.formats(),
@@ -322,18 +331,33 @@ impl Patches {
     /// Shapes were checked by [`Plan::new`] and the adapters' tensors are in memory, so merging
     /// cannot fail half-way.
     pub fn merge<B: Backend, M: Module<B>>(&self, model: M) -> Merged<B, M> {
+        let (model, saved) = self.map(model, true);
+        Merged {
+            model,
+            backup: Backup { saved },
+        }
+    }
+
+    /// [`Patches::merge`] keeping no backup: each original weight is freed as soon as its
+    /// patched copy exists, so merging never holds two copies of the model (for models that are
+    /// read from the file again rather than restored).
+    pub fn apply<B: Backend, M: Module<B>>(&self, model: M) -> M {
+        self.map(model, false).0
+    }
+
+    fn map<B: Backend, M: Module<B>>(
+        &self,
+        model: M,
+        backup: bool,
+    ) -> (M, HashMap<String, Tensor<B, 1>>) {
         let mut merger = Merger {
             patches: self,
             path: Vec::new(),
             saved: HashMap::new(),
+            backup,
         };
         let model = model.map(&mut merger);
-        Merged {
-            model,
-            backup: Backup {
-                saved: merger.saved,
-            },
-        }
+        (model, merger.saved)
     }
 }
 
@@ -341,6 +365,7 @@ struct Merger<'a, B: Backend> {
     patches: &'a Patches,
     path: Vec<String>,
     saved: HashMap<String, Tensor<B, 1>>,
+    backup: bool,
 }
 
 impl<B: Backend> Merger<'_, B> {
@@ -399,7 +424,24 @@ impl<B: Backend> ModuleMapper<B> for Merger<'_, B> {
         let Some(patches) = self.patches.layers.get(&parent.join(".")) else {
             return param;
         };
-        if !matches!((leaf.as_str(), D), ("weight", 2) | ("bias", 1)) {
+        // Only what some patch changes: a weight unless every update is bias-only, a bias only
+        // with a `diff_b`.
+        let changes = |weight: bool| {
+            patches.iter().any(|p| {
+                let m = &p.adapter.modules()[p.module];
+                if weight {
+                    m.shape.is_some()
+                } else {
+                    m.diff_b.is_some()
+                }
+            })
+        };
+        let changed = match (leaf.as_str(), D) {
+            ("weight", 2) => changes(true),
+            ("bias", 1) => changes(false),
+            _ => false,
+        };
+        if !changed {
             return param;
         }
         let path = self.path.join(".");
@@ -411,8 +453,10 @@ impl<B: Backend> ModuleMapper<B> for Merger<'_, B> {
         } else {
             Self::bias(patches, tensor.clone().reshape(shape.clone())).reshape(shape.clone())
         };
-        self.saved
-            .insert(path, tensor.reshape([shape.num_elements()]));
+        if self.backup {
+            self.saved
+                .insert(path, tensor.reshape([shape.num_elements()]));
+        }
         Param::initialized(id, patched.cast(FloatDType::from(dtype)))
     }
 }

@@ -74,7 +74,7 @@ fn parse(tag: &str) -> Result<PromptAdapter, AdapterError> {
                 .filter(|s| s.is_finite())
                 .ok_or_else(|| tag_error(tag, &format!("`{}` is not a strength", v.trim())))
         };
-        match field.split_once('=') {
+        match field.split_once('=').map(|(k, v)| (k.trim(), v)) {
             Some(("te", v)) => te = Some(number(v)?),
             Some(("unet", v)) => unet = Some(number(v)?),
             Some((key, _)) => {
@@ -109,6 +109,13 @@ pub fn find_adapter(dir: &Path, name: &str) -> Result<PathBuf, AdapterError> {
             return Ok(candidate);
         }
     }
+    if !dir.is_dir() {
+        return Err(AdapterError::NotFound {
+            name: name.to_owned(),
+            dir: dir.to_path_buf(),
+            suggestion: " (the folder does not exist)".into(),
+        });
+    }
     let mut files = Vec::new();
     collect(dir, &mut files, 0);
     let stem = |p: &Path| {
@@ -116,9 +123,21 @@ pub fn find_adapter(dir: &Path, name: &str) -> Result<PathBuf, AdapterError> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
-    let mut matches = files.iter().filter(|p| stem(p) == name);
-    if let Some(found) = matches.next() {
-        return Ok(found.clone());
+    let matches: Vec<&PathBuf> = files.iter().filter(|p| stem(p) == name).collect();
+    match matches[..] {
+        [found] => return Ok(found.clone()),
+        [_, _, ..] => {
+            let list: Vec<String> = matches
+                .iter()
+                .map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string())
+                .collect();
+            return Err(AdapterError::Ambiguous {
+                name: name.to_owned(),
+                dir: dir.to_path_buf(),
+                candidates: list.join(", "),
+            });
+        }
+        [] => {}
     }
     let suggestion = files
         .iter()
@@ -197,6 +216,7 @@ mod tests {
             ("<lora:a:1", "no closing"),
             ("<lora:a:1:2:3>", "more than two"),
             ("<lora:a:dyn=3>", "`dyn` is not a setting"),
+            ("<lora:a: te=x>", "`x` is not a strength"),
             ("<lora:a:inf>", "not a strength"),
         ] {
             let e = extract_tags(prompt).unwrap_err().to_string();
@@ -226,5 +246,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("did you mean `watercolor`"), "{e}");
+        std::fs::create_dir(dir.path().join("other")).unwrap();
+        std::fs::write(dir.path().join("other/watercolor.safetensors"), b"").unwrap();
+        let e = find_adapter(dir.path(), "watercolor")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("several adapters") && e.contains("styles/watercolor.safetensors"),
+            "{e}"
+        );
+        let e = find_adapter(&dir.path().join("nope"), "a")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not exist"), "{e}");
     }
 }

@@ -352,8 +352,12 @@ impl Job for GenerateArgs {
             .lora_dir
             .clone()
             .or_else(|| self.models_dir.as_ref().map(|d| d.join("loras")));
-        let (prompt, adapters) =
-            crate::lora::adapters(&self.loras, &request.prompt, lora_dir.as_deref())?;
+        let (prompt, adapters) = crate::lora::adapters(
+            &self.loras,
+            &request.prompt,
+            &request.negative,
+            lora_dir.as_deref(),
+        )?;
         request.prompt = prompt;
         request.adapters = adapters;
         request.validate()?;
@@ -432,21 +436,7 @@ impl Job for GenerateArgs {
                 Event::Warning(w) => bar.suspend(|| eprintln!("warning: {w}")),
                 Event::Memory(m) => bar.suspend(|| say(format!("memory: {m}"))),
                 Event::Decode => bar.suspend(|| say("decoding".into())),
-                Event::Adapter(r) => bar.suspend(|| {
-                    let formats: Vec<String> = r.formats.iter().map(|f| f.to_string()).collect();
-                    say(format!(
-                        "adapter {}: {}{}, rank {}, alpha {}; {} denoiser and {} text-encoder layers at {} / {}",
-                        r.path.display(),
-                        formats.join("+"),
-                        if r.dora { " (DoRA)" } else { "" },
-                        r.rank.map_or("-".into(), |v| v.to_string()),
-                        r.alpha.map_or("-".into(), |v| v.to_string()),
-                        r.dit_layers,
-                        r.text_encoder_layers,
-                        r.strength.dit,
-                        r.strength.text_encoder
-                    ))
-                }),
+                Event::Adapter(r) => bar.suspend(|| say(crate::lora::describe(r))),
                 Event::Release { .. } => {}
             }
             ControlFlow::Continue(())

@@ -33,6 +33,15 @@ fn parse(spec: &str) -> Result<(String, Strength), CliError> {
             _ => break,
         }
     }
+    if numbers.len() == 2
+        && let Some((rest, last)) = name.rsplit_once(':')
+        && !rest.is_empty()
+        && last.parse::<f32>().is_ok()
+    {
+        return Err(CliError::Usage(format!(
+            "--lora {spec}: at most two strengths (the denoiser's, then the text encoder's)"
+        )));
+    }
     numbers.reverse();
     let dit = numbers.first().copied().unwrap_or(1.0);
     let text_encoder = numbers.get(1).copied().unwrap_or(dit);
@@ -59,8 +68,14 @@ fn resolve(name: &str, dir: Option<&Path>) -> Result<PathBuf, CliError> {
 pub fn adapters(
     options: &[String],
     prompt: &str,
+    negative: &str,
     dir: Option<&Path>,
 ) -> Result<(String, Vec<AdapterSpec>), CliError> {
+    if !extract_tags(negative).is_ok_and(|(_, tags)| tags.is_empty()) {
+        return Err(CliError::Usage(
+            "adapter tags (<lora:…>) belong in the prompt, not the negative prompt".into(),
+        ));
+    }
     let mut specs = Vec::new();
     for option in options {
         let (name, strength) = parse(option)?;
@@ -77,6 +92,23 @@ pub fn adapters(
         });
     }
     Ok((text, specs))
+}
+
+/// One line about an adapter the pipeline matched, for the progress output.
+pub fn describe(r: &sakiko_pipeline::AdapterReport) -> String {
+    let formats: Vec<String> = r.formats.iter().map(|f| f.to_string()).collect();
+    format!(
+        "adapter {}: {}{}, rank {}, alpha {}; {} denoiser and {} text-encoder layers at {} / {}",
+        r.path.display(),
+        formats.join("+"),
+        if r.dora { " (DoRA)" } else { "" },
+        r.rank.map_or("-".into(), |v| v.to_string()),
+        r.alpha.map_or("-".into(), |v| v.to_string()),
+        r.dit_layers,
+        r.text_encoder_layers,
+        r.strength.dit,
+        r.strength.text_encoder
+    )
 }
 
 #[cfg(test)]
@@ -101,5 +133,6 @@ mod tests {
             assert_eq!(parse(spec).unwrap(), (name.to_owned(), strength), "{spec}");
         }
         assert!(parse("x:inf").is_err());
+        assert!(parse("x:1:2:3").is_err(), "three strengths");
     }
 }

@@ -36,6 +36,9 @@ pub(crate) fn attention<B: Backend>(
     threads: usize,
 ) -> Tensor<B, 4> {
     let [b, h, s_q, _] = q.dims();
+    if b * h == 0 || s_q == 0 {
+        return single(q, k, v);
+    }
     let blocks = s_q / QUERY_BLOCK;
     // Enough pieces for every thread, each a whole number of query blocks.
     let per_head = threads.div_ceil(b * h).clamp(1, blocks.max(1));
@@ -70,7 +73,7 @@ pub(crate) fn attention<B: Backend>(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("an attention thread panicked"))
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
     });
     // Pieces are in (sample, head, rows) order: rows join, then heads, then samples.

@@ -268,9 +268,27 @@ pub fn a1111_parameters(request: &crate::GenerationRequest, files: &crate::Model
         .to_owned()
 }
 
-/// An adapter's A1111 short hash, `unknown` when its file cannot be read any more.
+/// An adapter's A1111 short hash, `unknown` when its file cannot be read any more. Each file is
+/// hashed once per process (keyed by its size and modification time, as A1111 caches hashes):
+/// every image of a batch writes it twice.
 fn short_hash(adapter: &crate::AdapterSpec) -> String {
-    sakiko_adapters::short_hash(&adapter.path).unwrap_or_else(|_| "unknown".into())
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Key = (std::path::PathBuf, u64, Option<std::time::SystemTime>);
+    static CACHE: OnceLock<Mutex<HashMap<Key, String>>> = OnceLock::new();
+    let Ok(meta) = std::fs::metadata(&adapter.path) else {
+        return "unknown".into();
+    };
+    let key = (adapter.path.clone(), meta.len(), meta.modified().ok());
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(hash) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return hash;
+    }
+    let hash = sakiko_adapters::short_hash(&adapter.path).unwrap_or_else(|_| "unknown".into());
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, hash.clone());
+    }
+    hash
 }
 
 /// A1111's `quote()`: JSON string syntax for values with a comma, colon or newline.

@@ -522,7 +522,8 @@ impl<B: Backend> Pipeline<B> {
     /// them and matches them to the models' layers (errors come before any model loads);
     /// resident models get their base weights back from memory and the new updates (cached
     /// conditionings are keyed by the text encoder's adapters, so switching back reuses them).
-    /// Returns whether the set changed.
+    /// Returns whether the set changed. [`Pipeline::generate`] calls this with each request's
+    /// adapters, so the set in effect is always the last request's.
     pub fn set_adapters(&mut self, specs: &[crate::AdapterSpec]) -> Result<bool, PipelineError> {
         if specs == self.adapters.specs {
             return Ok(false);
@@ -555,16 +556,18 @@ impl<B: Backend> Pipeline<B> {
         self.adapters.reports()
     }
 
-    /// Merges the adapters' updates into a freshly loaded (or restored) denoiser.
+    /// Merges the adapters' updates into a freshly loaded (or restored) denoiser, keeping its base
+    /// weights only when it stays resident (to switch adapters without reading the file).
     fn merge_dit(&mut self, dit: NextDit<B>) -> NextDit<B> {
         let patches = self.adapters.dit();
         if patches.is_empty() {
             return dit;
         }
-        let merged = patches.merge(dit);
-        if self.options.keep_in_memory {
-            self.adapters.dit_backup = Some(merged.backup);
+        if !self.options.keep_in_memory {
+            return patches.apply(dit);
         }
+        let merged = patches.merge(dit);
+        self.adapters.dit_backup = Some(merged.backup);
         merged.model
     }
 

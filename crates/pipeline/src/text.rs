@@ -94,16 +94,17 @@ impl<B: Backend> TextEncoder<B> {
         self.config.init::<B>(&self.device).linear_keys()
     }
 
-    /// Keeps the base weights of patched layers while the model is loaded, so that
-    /// [`TextEncoder::set_adapters`] switches adapters without reading the file again.
-    pub fn with_adapter_backup(mut self, keep: bool) -> Self {
+    /// Keeps the base weights of patched layers while the model is loaded, so that switching
+    /// adapters reads no file.
+    pub(crate) fn with_adapter_backup(mut self, keep: bool) -> Self {
         self.keep_backup = keep;
         self
     }
 
     /// Merges `adapters` into the weights from now on: a loaded model gets its base weights
-    /// back (from its backup, or by being read again) and the new updates.
-    pub fn set_adapters(&mut self, adapters: Patches) {
+    /// back (from its backup, or by being read again) and the new updates. (The pipeline calls
+    /// this; its conditioning cache is keyed by the adapters it sets.)
+    pub(crate) fn set_adapters(&mut self, adapters: Patches) {
         if let Some(model) = self.model.take() {
             self.model = match self.backup.take() {
                 Some(backup) => Some(backup.restore(model)),
@@ -122,10 +123,11 @@ impl<B: Backend> TextEncoder<B> {
         if self.adapters.is_empty() {
             return model;
         }
-        let merged = self.adapters.merge(model);
-        if self.keep_backup {
-            self.backup = Some(merged.backup);
+        if !self.keep_backup {
+            return self.adapters.apply(model);
         }
+        let merged = self.adapters.merge(model);
+        self.backup = Some(merged.backup);
         merged.model
     }
 
