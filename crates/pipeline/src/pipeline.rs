@@ -534,12 +534,15 @@ impl<B: Backend> Pipeline<B> {
             &self.text.linear_keys(),
             &self.device,
         )?;
+        let merged = !self.adapters.dit().is_empty();
         let dit = self
             .dit
             .take()
-            .map(|dit| match self.adapters.dit_backup.take() {
-                Some(backup) => backup.restore(dit),
-                None => dit,
+            .and_then(|dit| match self.adapters.dit_backup.take() {
+                Some(backup) => Some(backup.restore(dit)),
+                None if !merged => Some(dit),
+                // Merged without a backup: read again when needed.
+                None => None,
             });
         self.adapters = crate::adapters::Active {
             specs: specs.to_vec(),
