@@ -20,6 +20,7 @@
 
 mod adapters;
 mod backend;
+mod cache;
 mod denoiser;
 pub mod doctor;
 mod error;
@@ -34,6 +35,7 @@ mod text;
 
 pub use adapters::AdapterSpec;
 pub use backend::{backend_name, check_backend};
+pub use cache::CACHED_CONDITIONINGS;
 pub use denoiser::{Conditioning, LuminaDenoiser};
 pub use error::{Component, PipelineError};
 pub use files::{Detected, Inspection, ModelFiles, inspect};

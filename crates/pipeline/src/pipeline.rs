@@ -1,10 +1,9 @@
 //! Text → image: the pipeline, its builder and its progress events.
 
-use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use burn::tensor::{DType, FloatDType, Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, FloatDType, Tensor, backend::Backend};
 use image::{DynamicImage, RgbImage};
 use sakiko_gemma::EncoderOptions;
 use sakiko_nextdit::{NextDit, NextDitConfig};
@@ -65,8 +64,9 @@ pub struct PipelineOptions {
     /// Keep every component in memory between stages and requests (faster repeated generation);
     /// by default each is loaded when needed and freed after its stage.
     pub keep_in_memory: bool,
-    /// Remember the conditioning of prompts already encoded (a few MB each), so repeated prompts
-    /// skip the encoder entirely.
+    /// Remember the conditioning of prompts already encoded (a few MB each; the
+    /// [`CACHED_CONDITIONINGS`](crate::CACHED_CONDITIONINGS) most recently used), so repeated
+    /// prompts skip the encoder entirely.
     pub cache_embeddings: bool,
     /// How the encoder runs (ComfyUI's behaviour by default).
     pub encoder: EncoderOptions,
@@ -248,7 +248,7 @@ impl<B: Backend> PipelineBuilder<B> {
             dit: None,
             vae: None,
             adapters: Default::default(),
-            cache: HashMap::new(),
+            cache: Default::default(),
         })
     }
 }
@@ -307,7 +307,7 @@ pub struct Pipeline<B: Backend> {
     /// The adapters merged into the denoiser and the text encoder.
     adapters: crate::adapters::Active<B>,
     /// Model text → conditioning `[1, L, hidden]`, on the host.
-    cache: HashMap<String, TensorData>,
+    cache: crate::cache::ConditioningCache,
 }
 
 impl<B: Backend> Pipeline<B> {
@@ -585,7 +585,7 @@ impl<B: Backend> Pipeline<B> {
         let key = format!("{}\u{0}{text}", self.adapters.text_encoder_key());
         if let Some(data) = self.cache.get(&key) {
             return Ok(Conditioning {
-                features: Tensor::from_data(data.clone(), &self.device),
+                features: Tensor::from_data(data, &self.device),
             });
         }
         if !self.text.is_loaded() {
