@@ -18,7 +18,6 @@
 //! Generation is deterministic for a seed on a backend: the initial and ancestral noise are
 //! PyTorch's CPU `randn` streams (as ComfyUI on a CPU), drawn on the host.
 
-mod adapters;
 mod backend;
 mod cache;
 mod denoiser;
@@ -33,7 +32,6 @@ mod pipeline;
 mod request;
 mod text;
 
-pub use adapters::AdapterSpec;
 pub use backend::{backend_name, check_backend};
 pub use cache::CACHED_CONDITIONINGS;
 pub use denoiser::{Conditioning, LuminaDenoiser};
@@ -46,7 +44,9 @@ pub use output::{
     Parameters, a1111_parameters, png_parameters, read_png_text, save_latent, save_tensor,
     write_png,
 };
-pub use pipeline::{Event, Generation, Pipeline, PipelineBuilder, PipelineOptions, auto_dtype};
+pub use pipeline::{
+    AdapterSpec, Event, Generation, Pipeline, PipelineBuilder, PipelineOptions, auto_dtype,
+};
 pub use request::{
     GenerationRequest, MAX_BATCH, OutputDepth, SIDE_MULTIPLE, SIDE_RANGE, TRAINED_TOKENS,
 };

@@ -16,6 +16,10 @@ use crate::error::ensure_finite;
 use crate::request::{OutputDepth, SIDE_MULTIPLE, TRAINED_TOKENS};
 use crate::{Component, GenerationRequest, MemoryEstimate, ModelFiles, PipelineError, TextEncoder};
 
+mod adapters;
+
+pub use adapters::AdapterSpec;
+
 /// What the pipeline is doing; the callback given to [`Pipeline::generate`] sees every event and
 /// cancels by returning `ControlFlow::Break(())`.
 #[derive(Debug, Clone, PartialEq)]
@@ -305,7 +309,7 @@ pub struct Pipeline<B: Backend> {
     dit: Option<NextDit<B>>,
     vae: Option<Vae<B>>,
     /// The adapters merged into the denoiser and the text encoder.
-    adapters: crate::adapters::Active<B>,
+    adapters: adapters::Active<B>,
     /// Model text → conditioning `[1, L, hidden]`, on the host.
     cache: crate::cache::ConditioningCache,
 }
@@ -516,62 +520,6 @@ impl<B: Backend> Pipeline<B> {
             negative_tokens: negative_ids.len(),
             warnings,
         })
-    }
-
-    /// Uses `specs` from now on (as [`Pipeline::generate`] does with a request's adapters): opens
-    /// them and matches them to the models' layers (errors come before any model loads);
-    /// resident models get their base weights back from memory and the new updates (cached
-    /// conditionings are keyed by the text encoder's adapters, so switching back reuses them).
-    /// Returns whether the set changed. [`Pipeline::generate`] calls this with each request's
-    /// adapters, so the set in effect is always the last request's.
-    pub fn set_adapters(&mut self, specs: &[crate::AdapterSpec]) -> Result<bool, PipelineError> {
-        if specs == self.adapters.specs {
-            return Ok(false);
-        }
-        let plan = crate::adapters::plan::<B>(
-            specs,
-            &self.dit_config,
-            &self.text.linear_keys(),
-            &self.device,
-        )?;
-        let merged = !self.adapters.dit().is_empty();
-        let dit = self
-            .dit
-            .take()
-            .and_then(|dit| match self.adapters.dit_backup.take() {
-                Some(backup) => Some(backup.restore(dit)),
-                None if !merged => Some(dit),
-                // Merged without a backup: read again when needed.
-                None => None,
-            });
-        self.adapters = crate::adapters::Active {
-            specs: specs.to_vec(),
-            plan,
-            dit_backup: None,
-        };
-        self.dit = dit.map(|dit| self.merge_dit(dit));
-        self.text.set_adapters(self.adapters.text_encoder());
-        Ok(true)
-    }
-
-    /// The reports of the adapters in effect.
-    pub fn adapter_reports(&self) -> &[sakiko_adapters::AdapterReport] {
-        self.adapters.reports()
-    }
-
-    /// Merges the adapters' updates into a freshly loaded (or restored) denoiser, keeping its base
-    /// weights only when it stays resident (to switch adapters without reading the file).
-    fn merge_dit(&mut self, dit: NextDit<B>) -> NextDit<B> {
-        let patches = self.adapters.dit();
-        if patches.is_empty() {
-            return dit;
-        }
-        if !self.options.keep_in_memory {
-            return patches.apply(dit);
-        }
-        let merged = patches.merge(dit);
-        self.adapters.dit_backup = Some(merged.backup);
-        merged.model
     }
 
     /// The conditioning of `text` (ids given), from the cache or the encoder.

@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
 use sakiko_adapters::{Adapter, AdapterError, AdapterReport, Backup, Patches, Plan, Strength};
-use sakiko_nextdit::NextDitConfig;
+use sakiko_nextdit::{NextDit, NextDitConfig};
 use sakiko_weights::LinearKeys;
+
+use super::Pipeline;
+use crate::PipelineError;
 
 /// An adapter file and how strongly it applies.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,4 +101,62 @@ pub(crate) fn plan<B: Backend>(
     // A model fresh from `init` is lazy: listing its layers allocates nothing.
     let dit_keys = dit.init::<B>(device).linear_keys();
     Plan::new(adapters, &dit_keys, te_keys).map(Some)
+}
+
+impl<B: Backend> Pipeline<B> {
+    /// Uses `specs` from now on (as [`Pipeline::generate`] does with a request's adapters): opens
+    /// them and matches them to the models' layers (errors come before any model loads);
+    /// resident models get their base weights back from memory and the new updates (cached
+    /// conditionings are keyed by the text encoder's adapters, so switching back reuses them).
+    /// Returns whether the set changed. [`Pipeline::generate`] calls this with each request's
+    /// adapters, so the set in effect is always the last request's.
+    pub fn set_adapters(&mut self, specs: &[crate::AdapterSpec]) -> Result<bool, PipelineError> {
+        if specs == self.adapters.specs {
+            return Ok(false);
+        }
+        let plan = plan::<B>(
+            specs,
+            &self.dit_config,
+            &self.text.linear_keys(),
+            &self.device,
+        )?;
+        let merged = !self.adapters.dit().is_empty();
+        let dit = self
+            .dit
+            .take()
+            .and_then(|dit| match self.adapters.dit_backup.take() {
+                Some(backup) => Some(backup.restore(dit)),
+                None if !merged => Some(dit),
+                // Merged without a backup: read again when needed.
+                None => None,
+            });
+        self.adapters = Active {
+            specs: specs.to_vec(),
+            plan,
+            dit_backup: None,
+        };
+        self.dit = dit.map(|dit| self.merge_dit(dit));
+        self.text.set_adapters(self.adapters.text_encoder());
+        Ok(true)
+    }
+
+    /// The reports of the adapters in effect.
+    pub fn adapter_reports(&self) -> &[sakiko_adapters::AdapterReport] {
+        self.adapters.reports()
+    }
+
+    /// Merges the adapters' updates into a freshly loaded (or restored) denoiser, keeping its base
+    /// weights only when it stays resident (to switch adapters without reading the file).
+    pub(super) fn merge_dit(&mut self, dit: NextDit<B>) -> NextDit<B> {
+        let patches = self.adapters.dit();
+        if patches.is_empty() {
+            return dit;
+        }
+        if !self.options.keep_in_memory {
+            return patches.apply(dit);
+        }
+        let merged = patches.merge(dit);
+        self.adapters.dit_backup = Some(merged.backup);
+        merged.model
+    }
 }
