@@ -82,7 +82,10 @@ impl Adapter {
     /// The layers of a denoiser with `dit` and a text encoder with `text_encoder` layers that its
     /// modules name.
     pub fn targets(&self, dit: &[LinearKeys], text_encoder: &[LinearKeys]) -> Targets {
-        let names = Names::new(dit, text_encoder);
+        self.targets_in(&Names::new(dit, text_encoder))
+    }
+
+    fn targets_in(&self, names: &Names) -> Targets {
         let mut layers = (Vec::new(), Vec::new());
         let mut unmatched = Vec::new();
         for module in self.modules() {
@@ -170,6 +173,7 @@ impl Plan {
                     value,
                 });
             }
+            let targets = adapter.targets_in(&names);
             let mut report = AdapterReport {
                 path: adapter.path().to_path_buf(),
                 formats: adapter.formats(),
@@ -177,25 +181,20 @@ impl Plan {
                 rank: adapter.rank(),
                 alpha: adapter.alpha(),
                 strength,
-                applied: 0,
-                dit_layers: 0,
-                text_encoder_layers: 0,
-                unmatched: Vec::new(),
+                applied: adapter.modules().len() - targets.unmatched.len(),
+                dit_layers: targets.dit,
+                text_encoder_layers: targets.text_encoder,
+                unmatched: targets.unmatched,
             };
-            let mut layers = (Vec::new(), Vec::new());
             for (index, module) in adapter.modules().iter().enumerate() {
                 let Some(target) = names.find(&module.name) else {
-                    report.unmatched.push(module.name.clone());
                     continue;
                 };
-                let (keys, patches, strength, touched) = match target.component {
-                    Component::Dit => (dit, &mut plan.dit, strength.dit, &mut layers.0),
-                    Component::TextEncoder => (
-                        text_encoder,
-                        &mut plan.text_encoder,
-                        strength.text_encoder,
-                        &mut layers.1,
-                    ),
+                let (keys, patches, strength) = match target.component {
+                    Component::Dit => (dit, &mut plan.dit, strength.dit),
+                    Component::TextEncoder => {
+                        (text_encoder, &mut plan.text_encoder, strength.text_encoder)
+                    }
                 };
                 let layer = &keys[target.layer];
                 let rows = target.rows.clone().unwrap_or(0..layer.shape[0]);
@@ -220,8 +219,6 @@ impl Plan {
                         return Err(shape_error(vec![rows.len()], bias.shape.clone()));
                     }
                 }
-                report.applied += 1;
-                touched.push(target.layer);
                 if strength != 0.0 {
                     patches
                         .layers
@@ -247,12 +244,6 @@ impl Plan {
                     first,
                 });
             }
-            for touched in [&mut layers.0, &mut layers.1] {
-                touched.sort_unstable();
-                touched.dedup();
-            }
-            report.dit_layers = layers.0.len();
-            report.text_encoder_layers = layers.1.len();
             report
                 .unmatched
                 .extend(adapter.ignored_keys().iter().cloned());
