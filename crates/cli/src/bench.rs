@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::CliError;
 use crate::backend::{BackendChoice, Job, Settings, settings};
-use crate::generate::DitDtype;
+use crate::files::DitDtype;
 
 /// What `sakiko bench` times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::CliError;
 use crate::backend::{BackendChoice, Settings, settings};
-use crate::generate::DitDtype;
+use crate::files::DitDtype;
 
 /// `sakiko doctor`.
 #[derive(Debug, Args)]

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::CliError;
 use crate::backend::{BackendChoice, Job};
-use crate::generate::DitDtype;
+use crate::files::DitDtype;
 
 /// The prompter's sampling settings; unset ones come from the folder's
 /// `generation_config.json`.

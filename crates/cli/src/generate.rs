@@ -3,17 +3,17 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{FloatDType, backend::Backend};
+use burn::tensor::backend::Backend;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use sakiko_pipeline::{
-    Event, GenerationRequest, ModelFiles, OutputDepth, Pipeline, Tiling, png_parameters,
-    save_latent, write_png,
+    Event, GenerationRequest, OutputDepth, Pipeline, Tiling, png_parameters, save_latent, write_png,
 };
 use sakiko_sampling::{Guidance, RandnKernel};
 
 use crate::CliError;
 use crate::backend::{BackendChoice, Job};
+use crate::files::{DtypeArgs, ModelArgs};
 
 /// How the positive and negative predictions combine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -26,31 +26,6 @@ enum GuidanceKind {
     ZeroStar,
     /// diffusers' Lumina2Pipeline CFG (uses --cfg-trunc as the truncation ratio and --cfg-normalization).
     Diffusers,
-}
-
-/// A model's compute dtype.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum DitDtype {
-    /// bf16 on CUDA, f32 elsewhere.
-    Auto,
-    /// f32 everywhere.
-    F32,
-    /// bf16 (half the memory; CPUs and CUDA).
-    Bf16,
-    /// f16 with ComfyUI's overflow clamp (e.g. wgpu devices without bf16).
-    F16,
-}
-
-impl DitDtype {
-    /// The dtype asked for; `None` for the backend's default.
-    pub(crate) fn float(self) -> Option<FloatDType> {
-        match self {
-            DitDtype::Auto => None,
-            DitDtype::F32 => Some(FloatDType::F32),
-            DitDtype::Bf16 => Some(FloatDType::BF16),
-            DitDtype::F16 => Some(FloatDType::F16),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -89,40 +64,8 @@ pub struct GenerateArgs {
     #[arg(long, default_value = "")]
     negative: String,
 
-    /// The NextDiT denoiser: a file or diffusers folder (with --text-encoder and --vae).
-    #[arg(long, value_name = "F", conflicts_with_all = ["checkpoint", "hub"])]
-    dit: Option<PathBuf>,
-    /// The Gemma-2 text encoder.
-    #[arg(long, value_name = "F")]
-    text_encoder: Option<PathBuf>,
-    /// The VAE.
-    #[arg(long, value_name = "F")]
-    vae: Option<PathBuf>,
-    /// An all-in-one checkpoint holding all three.
-    #[arg(long, value_name = "F", conflicts_with_all = ["models_dir", "hub"])]
-    checkpoint: Option<PathBuf>,
-    /// A ComfyUI `models/` folder (diffusion_models/, text_encoders/, vae/); --dit, --text-encoder
-    /// and --vae may name files in it.
-    #[arg(long, value_name = "D", conflicts_with = "hub")]
-    models_dir: Option<PathBuf>,
-    /// A diffusers pipeline folder (transformer/, text_encoder/, tokenizer/, vae/).
-    #[arg(long, value_name = "D", conflicts_with_all = ["dit", "checkpoint", "models_dir", "hub"])]
-    diffusers: Option<PathBuf>,
-    /// Download from this Hugging Face repository (needs the `hub` feature and network).
-    #[arg(long, value_name = "REPO")]
-    hub: Option<String>,
-    /// The denoiser's diffusers config.json.
-    #[arg(long, value_name = "J")]
-    dit_config: Option<PathBuf>,
-    /// The text encoder's Hugging Face config.json.
-    #[arg(long, value_name = "J")]
-    text_encoder_config: Option<PathBuf>,
-    /// The VAE's diffusers config.json.
-    #[arg(long, value_name = "J")]
-    vae_config: Option<PathBuf>,
-    /// tokenizer.json or tokenizer.model (default: embedded in the text-encoder file).
-    #[arg(long, value_name = "F")]
-    tokenizer: Option<PathBuf>,
+    #[command(flatten)]
+    models: ModelArgs,
 
     /// Width in pixels (multiple of 16).
     #[arg(long, default_value_t = 1024)]
@@ -178,18 +121,8 @@ pub struct GenerateArgs {
     /// Bits per channel of the PNG: 8 (as ComfyUI saves) or 16.
     #[arg(long, default_value_t = 8, value_parser = clap::builder::ValueParser::new(parse_depth))]
     depth: u8,
-    /// The compute dtype of the denoiser, the text encoder and the VAE.
-    #[arg(long, value_enum, default_value_t = DitDtype::Auto)]
-    dtype: DitDtype,
-    /// The denoiser's compute dtype, overriding --dtype.
-    #[arg(long, value_enum, value_name = "DTYPE")]
-    dit_dtype: Option<DitDtype>,
-    /// The text encoder's compute dtype, overriding --dtype.
-    #[arg(long, value_enum, value_name = "DTYPE")]
-    text_encoder_dtype: Option<DitDtype>,
-    /// The VAE's compute dtype, overriding --dtype.
-    #[arg(long, value_enum, value_name = "DTYPE")]
-    vae_dtype: Option<DitDtype>,
+    #[command(flatten)]
+    dtypes: DtypeArgs,
     /// Skip the load-time check of every weight for NaN, infinity and f16 overflow (slightly
     /// faster loading of files you trust).
     #[arg(long)]
@@ -225,48 +158,6 @@ impl GenerateArgs {
     pub fn run(self) -> Result<(), CliError> {
         let backend = self.backend;
         backend.run(self)
-    }
-
-    fn files(&self) -> Result<ModelFiles, CliError> {
-        let mut files = if let Some(repo) = &self.hub {
-            hub(repo)?
-        } else if let Some(dir) = &self.diffusers {
-            ModelFiles::diffusers(dir)?
-        } else if let Some(ckpt) = &self.checkpoint {
-            let mut files = ModelFiles::checkpoint(ckpt);
-            // Single components may still be overridden.
-            files.text_encoder = self.text_encoder.clone().unwrap_or(files.text_encoder);
-            files.vae = self.vae.clone().unwrap_or(files.vae);
-            files
-        } else if let Some(dir) = &self.models_dir {
-            ModelFiles::models_dir_with(
-                dir,
-                [
-                    self.dit.as_deref(),
-                    self.text_encoder.as_deref(),
-                    self.vae.as_deref(),
-                ],
-            )?
-        } else {
-            match (&self.dit, &self.text_encoder, &self.vae) {
-                (Some(d), Some(t), Some(v)) => ModelFiles::new(d, t, v),
-                _ => {
-                    return Err(CliError::Usage(
-                        "give the models: --dit F --text-encoder F --vae F, --checkpoint F, \
-                         --models-dir D, --diffusers D or --hub REPO"
-                            .into(),
-                    ));
-                }
-            }
-        };
-        files.dit_config = self.dit_config.clone().or(files.dit_config);
-        files.text_encoder_config = self
-            .text_encoder_config
-            .clone()
-            .or(files.text_encoder_config);
-        files.vae_config = self.vae_config.clone().or(files.vae_config);
-        files.tokenizer = self.tokenizer.clone().or(files.tokenizer);
-        Ok(files)
     }
 
     /// The request. With --idea its prompt is a valid stand-in until the prompter has written
@@ -351,7 +242,7 @@ impl Job for GenerateArgs {
         let lora_dir = self
             .lora_dir
             .clone()
-            .or_else(|| self.models_dir.as_ref().map(|d| d.join("loras")));
+            .or_else(|| self.models.models_dir.as_ref().map(|d| d.join("loras")));
         let (prompt, adapters) = crate::lora::adapters(
             &self.loras,
             &request.prompt,
@@ -372,7 +263,7 @@ impl Job for GenerateArgs {
                 )));
             }
         }
-        let files = self.files()?;
+        let files = self.models.files()?;
         let expansion = match (&self.idea, &self.prompter) {
             (Some(idea), Some(dir)) => Some(crate::expand::expand_for_generate::<B>(
                 dir,
@@ -393,9 +284,9 @@ impl Job for GenerateArgs {
                 tile,
                 overlap: (tile / 8).max(1),
             }))
-            .dit_dtype(self.dit_dtype.unwrap_or(self.dtype).float())
-            .text_encoder_dtype(self.text_encoder_dtype.unwrap_or(self.dtype).float())
-            .vae_dtype(self.vae_dtype.unwrap_or(self.dtype).float())
+            .dit_dtype(self.dtypes.dit())
+            .text_encoder_dtype(self.dtypes.text_encoder())
+            .vae_dtype(self.dtypes.vae())
             .check_weights(!self.no_weight_check)
             .build()?;
         let quiet = self.quiet;
@@ -437,7 +328,7 @@ impl Job for GenerateArgs {
                 Event::Memory(m) => bar.suspend(|| say(format!("memory: {m}"))),
                 Event::Decode => bar.suspend(|| say("decoding".into())),
                 Event::Adapter(r) => bar.suspend(|| say(crate::lora::describe(r))),
-                Event::Release { .. } => {}
+                Event::Release { .. } | Event::Preview { .. } => {}
             }
             ControlFlow::Continue(())
         });
@@ -485,18 +376,4 @@ fn random_seed() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     (nanos as u64) & 0xffff_ffff_ffff
-}
-
-#[cfg(feature = "hub")]
-fn hub(repo: &str) -> Result<ModelFiles, CliError> {
-    Ok(sakiko_pipeline::HubSource::new(repo).download()?)
-}
-
-#[cfg(not(feature = "hub"))]
-fn hub(_: &str) -> Result<ModelFiles, CliError> {
-    Err(CliError::Usage(
-        "this `sakiko` was built without Hugging Face downloads; rebuild it with \
-         `cargo install sakiko-cli --features hub`, or download the files and pass them"
-            .into(),
-    ))
 }

@@ -5,10 +5,12 @@ mod bench;
 #[cfg(feature = "flex")]
 mod doctor;
 mod expand;
+mod files;
 mod generate;
 mod lora;
 mod models;
 mod prompt;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -40,6 +42,9 @@ enum Command {
     /// Flex in f32, each difference against its tolerance, and a verdict (exit 1 if any fails).
     #[cfg(feature = "flex")]
     Doctor(doctor::DoctorArgs),
+    /// Keep the models loaded and serve the OpenAI Images, AUTOMATIC1111 and a native job API,
+    /// with a web page at `/`.
+    Serve(Box<serve::ServeArgs>),
     /// Build, check and normalise prompts.
     #[command(subcommand)]
     Prompt(prompt::PromptCommand),
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Command::Schedule(args) => args.run(),
         Command::Inspect(args) => args.run(),
         Command::Bench(args) => args.run(),
+        Command::Serve(args) => args.run(),
         #[cfg(feature = "flex")]
         Command::Doctor(args) => args.run(),
     };

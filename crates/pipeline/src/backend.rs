@@ -2,7 +2,6 @@
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Mutex};
 
 use burn::tensor::{ElementConversion, Tensor, backend::Backend};
 
@@ -12,8 +11,8 @@ use crate::PipelineError;
 /// adapter: backends report these by panicking when the device is first used) into
 /// [`PipelineError::Backend`].
 ///
-/// The panic hook is silenced while the probe runs, so call this before starting other threads
-/// that might panic (the CLI calls it first thing).
+/// The process's panic hook is left alone (a library must not swap it: other threads may be
+/// running), so the backend's own message also reaches the hook (stderr by default).
 ///
 /// ```
 /// use burn::backend::Flex;
@@ -21,22 +20,11 @@ use crate::PipelineError;
 /// # Ok::<(), sakiko_pipeline::PipelineError>(())
 /// ```
 pub fn check_backend<B: Backend>(device: &B::Device) -> Result<(), PipelineError> {
-    // Backends start devices on worker threads; their panic messages say what is missing, the
-    // main thread only sees a closed channel. Record every message while the probe runs.
-    let messages = Arc::new(Mutex::new(Vec::<String>::new()));
-    let hook = std::panic::take_hook();
-    let record = Arc::clone(&messages);
-    std::panic::set_hook(Box::new(move |info| {
-        if let Ok(mut m) = record.lock() {
-            m.push(payload_text(info.payload()));
-        }
-    }));
     // `B::name` itself starts the device on some backends, so it runs inside the probe too.
     let result = catch_unwind(AssertUnwindSafe(|| {
         let x = Tensor::<B, 1>::from_floats([1.0, 2.0, 3.0], device);
         (x.sum().into_scalar().elem::<f32>(), B::name(device))
     }));
-    std::panic::set_hook(hook);
     match result {
         Ok((6.0, _)) => Ok(()),
         Ok((sum, backend)) => Err(PipelineError::Backend {
@@ -45,11 +33,7 @@ pub fn check_backend<B: Backend>(device: &B::Device) -> Result<(), PipelineError
         }),
         Err(panic) => Err(PipelineError::Backend {
             backend: backend_name::<B>(),
-            reason: messages
-                .lock()
-                .ok()
-                .and_then(|m| m.first().cloned())
-                .unwrap_or_else(|| payload_text(panic.as_ref())),
+            reason: payload_text(panic.as_ref()),
         }),
     }
 }

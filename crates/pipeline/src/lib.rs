@@ -9,8 +9,9 @@
 //! - [`GenerationRequest`]: prompt (the Sakiko prefix is added once), negative prompt, size, steps,
 //!   guidance, sampler, scheduler, shift, seed, batch, img2img, adapters ([`AdapterSpec`]: LoRA,
 //!   LoKr, LoHa, DoRA from any trainer, merged into resident models and switched per request);
-//! - [`Pipeline`]: encode → sample → decode, memory-lean by default (each model is loaded for its
-//!   stage and freed after it), with progress [`Event`]s, cancellation and an embedding cache;
+//! - [`Pipeline`]: encode → sample → decode (one call, or each stage on its own on resident
+//!   models), memory-lean by default (each model is loaded for its stage and freed after it),
+//!   with progress [`Event`]s, previews ([`latent_preview`]), cancellation and an embedding cache;
 //! - [`LuminaDenoiser`]: the one place where σ becomes the model's time `1 − σ` and the model's
 //!   velocity is negated into an x0 prediction;
 //! - [`write_png`] with the parameters as text chunks, [`save_latent`].
@@ -29,6 +30,7 @@ mod hub;
 mod memory;
 mod output;
 mod pipeline;
+mod preview;
 mod request;
 mod text;
 
@@ -41,12 +43,13 @@ pub use files::{Detected, Inspection, ModelFiles, inspect};
 pub use hub::HubSource;
 pub use memory::MemoryEstimate;
 pub use output::{
-    Parameters, a1111_parameters, png_parameters, read_png_text, save_latent, save_tensor,
-    write_png,
+    Parameters, a1111_parameters, encode_png, png_parameters, read_png_text, save_latent,
+    save_tensor, write_png,
 };
 pub use pipeline::{
-    AdapterSpec, Event, Generation, Pipeline, PipelineBuilder, PipelineOptions, auto_dtype,
+    AdapterSpec, Encoded, Event, Generation, Pipeline, PipelineBuilder, PipelineOptions, auto_dtype,
 };
+pub use preview::latent_preview;
 pub use request::{
     GenerationRequest, MAX_BATCH, OutputDepth, SIDE_MULTIPLE, SIDE_RANGE, TRAINED_TOKENS,
 };

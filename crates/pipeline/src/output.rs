@@ -1,7 +1,6 @@
 //! Writing results: PNG files with the generation parameters as text chunks, and latents as
 //! safetensors.
 
-use std::io::BufWriter;
 use std::path::Path;
 
 use burn::tensor::{Tensor, backend::Backend};
@@ -12,8 +11,8 @@ use crate::PipelineError;
 /// The generation parameters stored in a PNG, as `(keyword, text)` pairs in a fixed order.
 pub type Parameters = Vec<(String, String)>;
 
-/// Writes `image` (8- or 16-bit RGB) as a PNG with `parameters` as text chunks: `tEXt` for
-/// Latin-1-safe ASCII values, `iTXt` (UTF-8) otherwise, so prompts in any script survive.
+/// Writes `image` (8- or 16-bit RGB) as a PNG with `parameters` as text chunks (see
+/// [`encode_png`]). Nothing is left behind when encoding fails.
 pub fn write_png(
     path: &Path,
     image: &DynamicImage,
@@ -21,6 +20,20 @@ pub fn write_png(
 ) -> Result<(), PipelineError> {
     let fail = |reason: String| PipelineError::Output {
         path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = encode_png(image, parameters).map_err(|e| match e {
+        PipelineError::Output { reason, .. } => fail(reason),
+        other => other,
+    })?;
+    std::fs::write(path, bytes).map_err(|e| fail(e.to_string()))
+}
+
+/// `image` (8- or 16-bit RGB) as PNG bytes with `parameters` as text chunks: `tEXt` for
+/// Latin-1-safe ASCII values, `iTXt` (UTF-8) otherwise, so prompts in any script survive.
+pub fn encode_png(image: &DynamicImage, parameters: &Parameters) -> Result<Vec<u8>, PipelineError> {
+    let fail = |reason: String| PipelineError::Output {
+        path: "(PNG in memory)".into(),
         reason,
     };
     let (depth, data) = match image {
@@ -36,8 +49,8 @@ pub fn write_png(
             )));
         }
     };
-    let file = std::fs::File::create(path).map_err(|e| fail(e.to_string()))?;
-    let mut encoder = png::Encoder::new(BufWriter::new(file), image.width(), image.height());
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, image.width(), image.height());
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(depth);
     for (key, value) in parameters {
@@ -52,7 +65,8 @@ pub fn write_png(
     writer
         .write_image_data(&data)
         .and_then(|()| writer.finish())
-        .map_err(|e| fail(e.to_string()))
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(bytes)
 }
 
 /// Reads the text chunks of a PNG (`tEXt`, `zTXt` and `iTXt`), in file order per kind.

@@ -13,6 +13,7 @@ use sakiko_weights::WeightFile;
 
 use crate::denoiser::{Conditioning, LuminaDenoiser};
 use crate::error::ensure_finite;
+use crate::preview::latent_preview;
 use crate::request::{OutputDepth, SIDE_MULTIPLE, TRAINED_TOKENS};
 use crate::{Component, GenerationRequest, MemoryEstimate, ModelFiles, PipelineError, TextEncoder};
 
@@ -60,6 +61,35 @@ pub enum Event {
     Decode,
     /// An adapter was read and matched to the models' layers (once per adapter set).
     Adapter(sakiko_adapters::AdapterReport),
+    /// A cheap preview of the image being sampled (batch item 0, at latent resolution), every
+    /// [`GenerationRequest::preview_every`] steps and after the last.
+    Preview {
+        /// The step just finished (from 0).
+        step: usize,
+        /// Total steps.
+        steps: usize,
+        /// The x0 prediction mapped to RGB (see [`latent_preview`]).
+        image: RgbImage,
+    },
+}
+
+impl Event {
+    /// The event's kind, for messages (`step 3/30`, `preview`, `load`, …).
+    pub fn name(&self) -> String {
+        match self {
+            Event::Load { component, .. } => format!("loading the {component}"),
+            Event::Release { component } => format!("releasing the {component}"),
+            Event::Tokens { .. } => "tokenizing".into(),
+            Event::Warning(_) => "a warning".into(),
+            Event::Memory(_) => "the memory estimate".into(),
+            Event::Step { step, steps, .. } => format!("step {}/{steps}", step + 1),
+            Event::Decode => "decoding".into(),
+            Event::Adapter(_) => "an adapter".into(),
+            Event::Preview { step, steps, .. } => {
+                format!("the preview of step {}/{steps}", step + 1)
+            }
+        }
+    }
 }
 
 /// How the pipeline manages memory and runs the encoder.
@@ -118,6 +148,33 @@ pub struct Generation<B: Backend> {
     pub negative_tokens: usize,
     /// Warnings raised while generating.
     pub warnings: Vec<String>,
+}
+
+/// The encoded prompts of a request ([`Pipeline::encode`]), ready for [`Pipeline::sample`].
+#[derive(Debug, Clone)]
+pub struct Encoded<B: Backend> {
+    /// The prompt's conditioning.
+    pub positive: Conditioning<B>,
+    /// The negative prompt's conditioning.
+    pub negative: Conditioning<B>,
+    /// Prompt tokens (BOS included).
+    pub positive_tokens: usize,
+    /// Negative-prompt tokens (BOS included).
+    pub negative_tokens: usize,
+    /// Warnings raised so far (prompt, length, adapters).
+    pub warnings: Vec<String>,
+}
+
+/// Turns a user's event callback into the stages' `emit`: a break becomes
+/// [`PipelineError::Cancelled`].
+fn emitter<F>(on_event: &mut F) -> impl FnMut(Event) -> Result<(), PipelineError> + '_
+where
+    F: FnMut(&Event) -> ControlFlow<()>,
+{
+    move |event: Event| match on_event(&event) {
+        ControlFlow::Continue(()) => Ok(()),
+        ControlFlow::Break(()) => Err(PipelineError::Cancelled(format!("at {}", event.name()))),
+    }
 }
 
 /// Builds a [`Pipeline`].
@@ -364,7 +421,8 @@ impl<B: Backend> Pipeline<B> {
         )
     }
 
-    /// Runs `request`, reporting progress to `on_event` (which may cancel).
+    /// Runs `request`, reporting progress to `on_event` (which may cancel): [`encode`](Self::encode),
+    /// [`sample`](Self::sample) and [`decode`](Self::decode) in turn.
     pub fn generate<F>(
         &mut self,
         request: &GenerationRequest,
@@ -373,35 +431,56 @@ impl<B: Backend> Pipeline<B> {
     where
         F: FnMut(&Event) -> ControlFlow<()>,
     {
-        let mut emit = |event: Event| match on_event(&event) {
-            ControlFlow::Continue(()) => Ok(()),
-            ControlFlow::Break(()) => Err(PipelineError::Cancelled(format!("at {event:?}"))),
-        };
-        let mut warnings = request.validate()?;
-        if self.set_adapters(&request.adapters)? {
-            for report in self.adapters.reports() {
-                emit(Event::Adapter(report.clone()))?;
-            }
-        }
-        for report in self.adapters.reports() {
-            if let Some(first) = report.unmatched.first() {
-                warnings.push(format!(
-                    "adapter {}: {} of its modules or keys match no layer and are not applied (first: `{first}`)",
-                    report.path.display(),
-                    report.unmatched.len()
-                ));
-            }
-        }
-        let ms = FlowSampling::with_shift(request.shift)?;
-        let sigmas = if request.init_image.is_some() {
-            request
-                .scheduler
-                .sigmas_with_denoise(&ms, request.steps, request.denoise)?
-        } else {
-            request.scheduler.sigmas(&ms, request.steps)?
-        };
+        let encoded = self.encode(request, &mut on_event)?;
+        let latent = self.sample(request, &encoded, &mut on_event)?;
+        let images = self.decode(latent.clone(), request.depth, &mut on_event)?;
+        Ok(Generation {
+            images,
+            latent,
+            positive_tokens: encoded.positive_tokens,
+            negative_tokens: encoded.negative_tokens,
+            warnings: encoded.warnings,
+        })
+    }
 
-        // Text.
+    /// Loads every model now (with [`PipelineOptions::keep_in_memory`]; otherwise each stage
+    /// loads its own), so that the first request does not wait for them.
+    pub fn preload<F>(&mut self, mut on_event: F) -> Result<(), PipelineError>
+    where
+        F: FnMut(&Event) -> ControlFlow<()>,
+    {
+        if !self.options.keep_in_memory {
+            return Ok(());
+        }
+        let mut emit = emitter(&mut on_event);
+        if !self.text.is_loaded() {
+            emit(Event::Load {
+                component: Component::TextEncoder,
+                path: self.files.text_encoder.clone(),
+            })?;
+            self.text.load()?;
+        }
+        let dit = self.take_dit(&mut emit)?;
+        self.dit = Some(dit);
+        let vae = self.take_vae(&mut emit)?;
+        self.vae = Some(vae);
+        Ok(())
+    }
+
+    /// Stage 1: checks `request`, switches the models to its adapters, and encodes its prompt and
+    /// negative prompt (from the embedding cache when they were encoded before).
+    pub fn encode<F>(
+        &mut self,
+        request: &GenerationRequest,
+        mut on_event: F,
+    ) -> Result<Encoded<B>, PipelineError>
+    where
+        F: FnMut(&Event) -> ControlFlow<()>,
+    {
+        let mut emit = emitter(&mut on_event);
+        let mut warnings = request.validate()?;
+        warnings.extend(self.prepare_adapters(request, &mut emit)?);
+
         let positive_text = request.model_text();
         let positive_ids = self.text.tokenize(&positive_text)?;
         let negative_ids = self.text.tokenize(&request.negative)?;
@@ -432,6 +511,39 @@ impl<B: Backend> Pipeline<B> {
                 component: Component::TextEncoder,
             })?;
         }
+        Ok(Encoded {
+            positive,
+            negative,
+            positive_tokens: positive_ids.len(),
+            negative_tokens: negative_ids.len(),
+            warnings,
+        })
+    }
+
+    /// Stage 2: samples the latent of `request` from its encoded prompts, reporting each step
+    /// (and, with [`GenerationRequest::preview_every`], a preview image). Returns the final
+    /// latent in model space, `[batch, 16, H/8, W/8]`.
+    pub fn sample<F>(
+        &mut self,
+        request: &GenerationRequest,
+        encoded: &Encoded<B>,
+        mut on_event: F,
+    ) -> Result<Tensor<B, 4>, PipelineError>
+    where
+        F: FnMut(&Event) -> ControlFlow<()>,
+    {
+        let mut emit = emitter(&mut on_event);
+        request.validate()?;
+        // A no-op when `encode` already switched to the request's adapters.
+        self.prepare_adapters(request, &mut emit)?;
+        let ms = FlowSampling::with_shift(request.shift)?;
+        let sigmas = if request.init_image.is_some() {
+            request
+                .scheduler
+                .sigmas_with_denoise(&ms, request.steps, request.denoise)?
+        } else {
+            request.scheduler.sigmas(&ms, request.steps)?
+        };
 
         // Starting point.
         let (b, c) = (request.batch, self.dit_config.in_channels);
@@ -458,10 +570,12 @@ impl<B: Backend> Pipeline<B> {
 
         // Sampling.
         let dit = self.take_dit(&mut emit)?;
-        let mut denoiser = LuminaDenoiser::new(&dit, positive, negative);
+        let mut denoiser =
+            LuminaDenoiser::new(&dit, encoded.positive.clone(), encoded.negative.clone());
         let mut ancestral = TorchNoise::new(request.seed, request.noise_kernel);
         // The first failure inside the step callback: NaN/infinity in the latent, or a cancel.
         let mut stopped = None;
+        let every = request.preview_every;
         let sampled = sample(
             &request.sampler_config(),
             &mut denoiser,
@@ -470,13 +584,25 @@ impl<B: Backend> Pipeline<B> {
             &mut ancestral,
             |info| {
                 let step = Some((info.step, info.steps));
-                let checked =
-                    ensure_finite(info.x, "denoiser", step, self.dit_dtype).and_then(|()| {
+                let checked = ensure_finite(info.x, "denoiser", step, self.dit_dtype)
+                    .and_then(|()| {
                         emit(Event::Step {
                             step: info.step,
                             steps: info.steps,
                             sigma: info.sigma,
                         })
+                    })
+                    .and_then(|()| {
+                        let due = every > 0
+                            && ((info.step + 1) % every == 0 || info.step + 1 == info.steps);
+                        match due.then(|| latent_preview(info.denoised)).flatten() {
+                            Some(image) => emit(Event::Preview {
+                                step: info.step,
+                                steps: info.steps,
+                                image,
+                            }),
+                            None => Ok(()),
+                        }
                     });
                 match checked {
                     Ok(()) => ControlFlow::Continue(()),
@@ -493,18 +619,26 @@ impl<B: Backend> Pipeline<B> {
         if let Some(e @ PipelineError::NonFinite { .. }) = stopped {
             return Err(e);
         }
-        let latent = FlowSampling::inverse_noise_scaling(sigmas[sigmas.len() - 1], sampled?);
+        Ok(FlowSampling::inverse_noise_scaling(
+            sigmas[sigmas.len() - 1],
+            sampled?,
+        ))
+    }
 
-        // Image.
+    /// Stage 3: decodes a model-space latent `[batch, 16, H/8, W/8]` into images.
+    pub fn decode<F>(
+        &mut self,
+        latent: Tensor<B, 4>,
+        depth: OutputDepth,
+        mut on_event: F,
+    ) -> Result<Vec<DynamicImage>, PipelineError>
+    where
+        F: FnMut(&Event) -> ControlFlow<()>,
+    {
+        let mut emit = emitter(&mut on_event);
         let vae = self.take_vae(&mut emit)?;
         emit(Event::Decode)?;
-        let decoded = decode(
-            &vae,
-            latent.clone(),
-            self.options.vae_tiling,
-            request.depth,
-            self.vae_dtype,
-        );
+        let decoded = decode(&vae, latent, self.options.vae_tiling, depth, self.vae_dtype);
         if self.options.keep_in_memory {
             self.vae = Some(vae);
         } else {
@@ -513,13 +647,35 @@ impl<B: Backend> Pipeline<B> {
                 component: Component::Vae,
             })?;
         }
-        Ok(Generation {
-            images: decoded?,
-            latent,
-            positive_tokens: positive_ids.len(),
-            negative_tokens: negative_ids.len(),
-            warnings,
-        })
+        decoded
+    }
+
+    /// Switches to the request's adapters (reporting newly read ones); returns the warnings
+    /// about adapter modules that match no layer.
+    fn prepare_adapters(
+        &mut self,
+        request: &GenerationRequest,
+        emit: &mut impl FnMut(Event) -> Result<(), PipelineError>,
+    ) -> Result<Vec<String>, PipelineError> {
+        if self.set_adapters(&request.adapters)? {
+            for report in self.adapters.reports() {
+                emit(Event::Adapter(report.clone()))?;
+            }
+        }
+        Ok(self
+            .adapters
+            .reports()
+            .iter()
+            .filter_map(|report| {
+                report.unmatched.first().map(|first| {
+                    format!(
+                        "adapter {}: {} of its modules or keys match no layer and are not applied (first: `{first}`)",
+                        report.path.display(),
+                        report.unmatched.len()
+                    )
+                })
+            })
+            .collect())
     }
 
     /// The conditioning of `text` (ids given), from the cache or the encoder.

@@ -83,6 +83,9 @@ pub struct GenerationRequest {
     pub depth: OutputDepth,
     /// Adapters merged into the models for this request, applied in order.
     pub adapters: Vec<crate::AdapterSpec>,
+    /// Report an [`Event::Preview`](crate::Event::Preview) every this many steps (and after the
+    /// last); 0, the default, makes none. Previews never change the result.
+    pub preview_every: usize,
 }
 
 impl GenerationRequest {
@@ -107,6 +110,7 @@ impl GenerationRequest {
             eta: None,
             depth: OutputDepth::Eight,
             adapters: Vec::new(),
+            preview_every: 0,
         }
     }
 
@@ -182,6 +186,12 @@ impl GenerationRequest {
     pub fn init_image(mut self, image: RgbImage, denoise: f64) -> Self {
         self.init_image = Some(image);
         self.denoise = denoise;
+        self
+    }
+
+    /// Reports a preview image every `steps` steps (0: none).
+    pub fn preview_every(mut self, steps: usize) -> Self {
+        self.preview_every = steps;
         self
     }
 
