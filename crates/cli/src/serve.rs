@@ -83,19 +83,11 @@ impl ServeArgs {
         let Some(dir) = &self.models.models_dir else {
             return Vec::new();
         };
-        let mut list: Vec<PathBuf> = ["diffusion_models", "unet"]
+        ["diffusion_models", "unet"]
             .iter()
-            .filter_map(|sub| std::fs::read_dir(dir.join(sub)).ok())
+            .filter_map(|sub| sakiko_pipeline::weight_files(&dir.join(sub)))
             .flatten()
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|e| e == "safetensors" || e == "gguf")
-            })
-            .collect();
-        list.sort();
-        list
+            .collect()
     }
 }
 

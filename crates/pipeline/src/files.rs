@@ -320,23 +320,30 @@ fn holds(file: &WeightFile, component: Component) -> bool {
     }
 }
 
+/// The weight files (`.safetensors`, `.gguf`) directly in `dir`, sorted; `None` when `dir`
+/// cannot be read.
+pub fn weight_files(dir: &Path) -> Option<Vec<PathBuf>> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "safetensors" || e == "gguf")
+        })
+        .collect();
+    names.sort();
+    Some(names)
+}
+
 /// The one file in `dir/{folders}` that holds `component`.
 fn find_in(dir: &Path, component: Component, folders: &[&str]) -> Result<PathBuf, PipelineError> {
     let mut looked = Vec::new();
     for folder in folders {
         let sub = dir.join(folder);
-        let Ok(entries) = std::fs::read_dir(&sub) else {
+        let Some(names) = weight_files(&sub) else {
             continue;
         };
-        let mut names: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|e| e == "safetensors" || e == "gguf")
-            })
-            .collect();
-        names.sort();
         looked.push(format!("{} ({} files)", sub.display(), names.len()));
         let matching: Vec<PathBuf> = names
             .into_iter()

@@ -38,7 +38,7 @@ pub use backend::{backend_name, check_backend};
 pub use cache::CACHED_CONDITIONINGS;
 pub use denoiser::{Conditioning, LuminaDenoiser};
 pub use error::{Component, PipelineError};
-pub use files::{Detected, Inspection, ModelFiles, inspect};
+pub use files::{Detected, Inspection, ModelFiles, inspect, weight_files};
 #[cfg(feature = "hub")]
 pub use hub::HubSource;
 pub use memory::MemoryEstimate;
