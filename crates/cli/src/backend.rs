@@ -1,7 +1,10 @@
 //! `--backend`: which compiled-in Burn backend runs a job.
 
 use burn::tensor::backend::Backend;
+use std::sync::{Arc, Mutex};
+
 use clap::ValueEnum;
+use sakiko_pipeline::PipelineError;
 use serde::Serialize;
 
 use crate::CliError;
@@ -23,6 +26,36 @@ pub trait Job {
     type Output;
     /// Runs on `B` and `device`.
     fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output, CliError>;
+}
+
+/// [`sakiko_pipeline::check_backend`] with the process's panic output silenced and recorded: the
+/// binary owns the process and probes before starting threads of its own, so it may swap the
+/// hook for the probe. Backends start devices on worker threads whose panic messages say what is
+/// missing (no Vulkan adapter, no CUDA driver) while the caller only sees a closed channel; the
+/// first recorded message becomes the error's reason and no backtrace reaches the user.
+pub fn probe<B: Backend>(device: &B::Device) -> Result<(), CliError> {
+    let messages = Arc::new(Mutex::new(Vec::<String>::new()));
+    let record = Arc::clone(&messages);
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = sakiko_pipeline::panic_message(info.payload());
+        if let (Ok(mut m), Some(text)) = (record.lock(), text) {
+            m.push(text);
+        }
+    }));
+    let result = sakiko_pipeline::check_backend::<B>(device);
+    std::panic::set_hook(hook);
+    match result {
+        Err(PipelineError::Backend { backend, reason }) => {
+            let first = messages.lock().ok().and_then(|m| m.first().cloned());
+            Err(PipelineError::Backend {
+                backend,
+                reason: first.unwrap_or(reason),
+            }
+            .into())
+        }
+        other => Ok(other?),
+    }
 }
 
 /// The first backend this binary has (Flex, then wgpu, then CUDA), for jobs that only need a

@@ -187,7 +187,7 @@ impl Job for BenchArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> Result<(), CliError> {
-        sakiko_pipeline::check_backend::<B>(&device)?;
+        crate::backend::probe::<B>(&device)?;
         let failed = |e: &dyn std::fmt::Display| CliError::Failed(e.to_string());
         let spinner = (!self.json).then(|| {
             let bar = ProgressBar::new_spinner().with_message("making random weights");

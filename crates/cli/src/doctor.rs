@@ -110,7 +110,7 @@ impl DoctorArgs {
         adapter: Option<String>,
         paths: impl FnOnce(&B::Device, FloatDType) -> Vec<Path>,
     ) -> Result<Report, CliError> {
-        sakiko_pipeline::check_backend::<B>(&device)?;
+        crate::backend::probe::<B>(&device)?;
         let dtype = self
             .dtype
             .float()

@@ -252,6 +252,7 @@ impl Job for GenerateArgs {
         request.prompt = prompt;
         request.adapters = adapters;
         request.validate()?;
+        crate::backend::probe::<B>(&device)?;
         // Found out now, not after minutes of generating.
         for path in std::iter::once(&self.output).chain(&self.save_latent) {
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty());

@@ -90,7 +90,7 @@ impl Job for EncodeArgs {
     type Output = ();
 
     fn run<B: Backend>(self, device: B::Device) -> Result<(), CliError> {
-        sakiko_pipeline::check_backend::<B>(&device)?;
+        crate::backend::probe::<B>(&device)?;
         let mut te = TextEncoder::<B>::new(&self.text.files(), Default::default(), device)?;
         let ids = te.tokenize(&self.text.text())?;
         let cond = te.encode(&ids)?;

@@ -103,6 +103,7 @@ impl Job for ServeArgs {
                 )));
             }
         }
+        crate::backend::probe::<B>(&device)?;
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()

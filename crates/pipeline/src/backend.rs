@@ -48,11 +48,15 @@ pub fn backend_name<B: Backend>() -> String {
         .map_or_else(|| full.to_owned(), |n| n.to_lowercase())
 }
 
-/// A panic's message (`String` or `&str` payloads).
-pub(crate) fn payload_text(payload: &(dyn Any + Send)) -> String {
+/// A panic's message: its `String` or `&str` payload (what `panic!` and `unwrap` carry).
+pub fn panic_message(payload: &(dyn Any + Send)) -> Option<String> {
     payload
         .downcast_ref::<String>()
         .cloned()
         .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "the backend failed to start".into())
+}
+
+/// [`panic_message`], or a generic reason for payloads of other types.
+pub(crate) fn payload_text(payload: &(dyn Any + Send)) -> String {
+    panic_message(payload).unwrap_or_else(|| "the backend failed to start".into())
 }

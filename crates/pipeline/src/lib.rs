@@ -34,7 +34,7 @@ mod preview;
 mod request;
 mod text;
 
-pub use backend::{backend_name, check_backend};
+pub use backend::{backend_name, check_backend, panic_message};
 pub use cache::CACHED_CONDITIONINGS;
 pub use denoiser::{Conditioning, LuminaDenoiser};
 pub use error::{Component, PipelineError};

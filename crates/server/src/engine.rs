@@ -556,10 +556,7 @@ fn run_job<B: Backend>(pipeline: &mut Pipeline<B>, shared: &Shared, job: &Job) {
         }
         Ok(Err(e)) => return finish(shared, job, Status::Failed, Some(e.into())),
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            let message = sakiko_pipeline::panic_message(panic.as_ref())
                 .unwrap_or_else(|| "unknown panic".into());
             return finish(
                 shared,
