@@ -87,10 +87,12 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            // A1111 clients answer a Basic challenge with the key as password.
+            // Bearer, not Basic: browsers answer a Basic challenge on the page's own `fetch` calls
+            // with a login dialog (headless ones wait forever). A1111 clients send their Basic
+            // credentials up front, which are still accepted.
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"sakiko\""),
+                HeaderValue::from_static("Bearer realm=\"sakiko\""),
             );
         }
         response

@@ -22,7 +22,7 @@ async fn index() -> impl IntoResponse {
             // Everything the page loads comes from this server.
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+                "default-src 'self'; img-src 'self' data: blob:; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
             ),
         ],
         INDEX,

@@ -478,7 +478,7 @@ async fn api_key() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"sakiko\"");
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"sakiko\"");
     assert_eq!(error_of(r).await, (401, "wrong API key".into()));
     for r in [
         c.get(server.url("/v1/models")).bearer_auth("s3cret"),
