@@ -2,59 +2,12 @@
 //! the same pixels as `sakiko generate`; SIGTERM shuts it down gracefully (exit 0); bad
 //! arguments exit 2.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
 
+use std::process::Command;
+
+use common::{fixture, model_args, sakiko, serve};
 use serde_json::{Value, json};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../pipeline/tests/fixtures/e2e")
-        .join(name)
-}
-
-fn model_args() -> Vec<String> {
-    [
-        "--models-dir",
-        &fixture("models").display().to_string(),
-        "--text-encoder-config",
-        &fixture("text_encoder_config.json").display().to_string(),
-        "--vae-config",
-        &fixture("vae_config.json").display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// Starts `sakiko serve --port 0 …` and returns the process and its base URL (from the line it
-/// prints when listening).
-fn serve(extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("sakiko"))
-        .arg("serve")
-        .args(model_args())
-        .args(["--port", "0"])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("sakiko serve starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("the server says where it listens")
-            .expect("stderr line");
-        if let Some(rest) = line.split("at http://").nth(1) {
-            let addr = rest.split('/').next().expect("address");
-            break format!("http://{addr}");
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, base)
-}
 
 #[test]
 #[cfg(unix)]
@@ -84,7 +37,7 @@ fn serve_matches_generate_and_stops_on_sigterm() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("cli.png");
-    let status = Command::new(assert_cmd::cargo::cargo_bin("sakiko"))
+    let status = sakiko()
         .arg("generate")
         .args(model_args())
         .args([
@@ -126,7 +79,7 @@ fn serve_matches_generate_and_stops_on_sigterm() {
 #[test]
 fn bad_arguments_exit_2() {
     let not_a_dir = fixture("vae_config.json").display().to_string();
-    let out = Command::new(assert_cmd::cargo::cargo_bin("sakiko"))
+    let out = sakiko()
         .arg("serve")
         .args(model_args())
         .args(["--port", "0", "--lora-dir", &not_a_dir])
@@ -135,7 +88,7 @@ fn bad_arguments_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a folder"));
 
-    let out = Command::new(assert_cmd::cargo::cargo_bin("sakiko"))
+    let out = sakiko()
         .args(["serve", "--port", "0"])
         .output()
         .expect("runs");
