@@ -43,8 +43,8 @@ pub use files::{Detected, Inspection, ModelFiles, inspect, weight_files};
 pub use hub::HubSource;
 pub use memory::MemoryEstimate;
 pub use output::{
-    Parameters, a1111_parameters, encode_png, png_parameters, read_png_text, save_latent,
-    save_tensor, write_png,
+    Parameters, a1111_parameters, encode_png, file_name, png_parameters, read_png_text,
+    save_latent, save_tensor, write_png,
 };
 pub use pipeline::{
     AdapterSpec, Encoded, Event, Generation, Pipeline, PipelineBuilder, PipelineOptions, auto_dtype,

@@ -208,7 +208,9 @@ pub fn png_parameters(
 
 const SOFTWARE: &str = concat!("sakiko-lumina ", env!("CARGO_PKG_VERSION"));
 
-fn file_name(p: &Path) -> String {
+/// A path's last component (the whole path when it has none), as metadata and the APIs name
+/// model files.
+pub fn file_name(p: &Path) -> String {
     p.file_name().map_or_else(
         || p.display().to_string(),
         |n| n.to_string_lossy().into_owned(),

@@ -31,8 +31,8 @@ const FLUX_RGB_FACTORS: [[f32; 3]; 16] = [
 const FLUX_RGB_BIAS: [f32; 3] = [-0.0329, -0.0718, -0.0851];
 
 /// The preview of batch item 0 of a model-space latent `[B, 16, h, w]`: an `w × h` RGB image,
-/// `((x·F + b + 1) / 2)` clamped to [0, 1] and scaled to 0..255 (truncated, as ComfyUI's
-/// `preview_to_image`). `None` for latents that do not have 16 channels.
+/// `x·F + b` clamped to [-1, 1], mapped to 0..255 and rounded, as ComfyUI's `preview_to_image`.
+/// `None` for latents that do not have 16 channels.
 ///
 /// # Shapes
 /// - `latent`: `[B, 16, h, w]`
@@ -56,7 +56,7 @@ pub fn latent_preview<B: Backend>(latent: &Tensor<B, 4>) -> Option<RgbImage> {
                 .iter()
                 .enumerate()
                 .fold(*bias, |acc, (ch, f)| acc + values[ch * plane + p] * f[rgb]);
-            pixels.push((((v + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0) as u8);
+            pixels.push(((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8);
         }
     }
     RgbImage::from_raw(w as u32, h as u32, pixels)
@@ -78,7 +78,7 @@ mod tests {
             Tensor::<Flex, 1>::from_floats(data.as_slice(), &device).reshape([2, 16, 2, 3]);
         let image = latent_preview(&latent).expect("16 channels");
         assert_eq!(image.dimensions(), (3, 2));
-        let expect = |v: f32| (((v + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0) as u8;
+        let expect = |v: f32| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
         assert_eq!(
             image.get_pixel(0, 0).0,
             [

@@ -9,6 +9,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
+use sakiko_pipeline::file_name;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -256,13 +257,6 @@ async fn schedulers() -> Json<Value> {
 
 fn stem(path: &Path) -> String {
     path.file_stem().map_or_else(
-        || path.display().to_string(),
-        |s| s.to_string_lossy().into_owned(),
-    )
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(
         || path.display().to_string(),
         |s| s.to_string_lossy().into_owned(),
     )

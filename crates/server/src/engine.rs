@@ -165,15 +165,8 @@ pub struct EngineInfo {
 impl EngineInfo {
     /// The denoiser's file name: the model's name in every API.
     pub fn model_name(&self) -> String {
-        file_name(&self.dit)
+        sakiko_pipeline::file_name(&self.dit)
     }
-}
-
-fn file_name(path: &std::path::Path) -> String {
-    path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    )
 }
 
 enum Work {
@@ -478,7 +471,8 @@ fn run<B: Backend>(
             Work::Switch(dit, reply) => {
                 let mut files = pipeline.files().clone();
                 files.dit = dit;
-                // The old models are freed before the new ones load.
+                // Building reads only headers: the new weights load at the next job, after the
+                // old models are dropped here.
                 let old = std::mem::replace(&mut pipeline, {
                     match build::<B>(files, device, options, false) {
                         Ok((next, info)) => {
