@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{Backend, Device, DeviceId};
 use clap::Args;
 use sakiko_pipeline::{PipelineOptions, Tiling};
 use sakiko_server::{Context, Engine, EngineOptions, Limits, ServerConfig};
@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// Decode the latent in tiles of this many latent pixels (less memory).
     #[arg(long, value_name = "N")]
     vae_tile: Option<usize>,
+    /// One worker, with its own copy of the models, on each of these GPUs (CUDA's, or wgpu's
+    /// discrete GPUs, by index: `--devices 0,1`); jobs go to whichever is free. Default: the
+    /// backend's default device. On Flex every entry is another worker on the same CPU cores.
+    #[arg(long, value_name = "N,…", value_delimiter = ',')]
+    devices: Vec<u16>,
     /// The backend to run on.
     #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
     backend: BackendChoice,
@@ -103,7 +108,18 @@ impl Job for ServeArgs {
                 )));
             }
         }
-        crate::backend::probe::<B>(&device)?;
+        let devices: Vec<B::Device> = if self.devices.is_empty() {
+            vec![device]
+        } else {
+            // Type 0 is a CUDA GPU, and a discrete GPU on wgpu; Flex has one device.
+            self.devices
+                .iter()
+                .map(|&i| B::Device::from_id(DeviceId::new(0, i)))
+                .collect()
+        };
+        for device in &devices {
+            crate::backend::probe::<B>(device)?;
+        }
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -136,7 +152,7 @@ impl Job for ServeArgs {
                 "reading the model headers"
             }
         );
-        let engine = Engine::start::<B>(files, device, options)?;
+        let engine = Engine::start::<B>(files, devices, options)?;
         let config = ServerConfig {
             api_key: self.api_key.clone().filter(|k| !k.is_empty()),
             cors_origins: self.cors.clone(),
@@ -169,9 +185,10 @@ impl Job for ServeArgs {
                 .map_err(|e| CliError::Failed(e.to_string()))?;
             let info = engine.info();
             eprintln!(
-                "serving {} on {} ({}) at http://{local}/{}",
+                "serving {} on {} [{}] ({}) at http://{local}/{}",
                 info.model_name(),
                 info.backend,
+                info.devices.join(", "),
                 info.dtype,
                 if config.api_key.is_some() {
                     " (API key required)"

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 #[test]
 #[cfg(unix)]
 fn serve_matches_generate_and_stops_on_sigterm() {
-    let (mut child, base) = serve(&["--api-key", "k"]);
+    // Two workers (`--devices`: on Flex both share the CPU).
+    let (mut child, base) = serve(&["--api-key", "k", "--devices", "0,0"]);
     let client = reqwest::blocking::Client::new();
     let health: Value = client
         .get(format!("{base}/health"))
@@ -20,6 +21,7 @@ fn serve_matches_generate_and_stops_on_sigterm() {
         .and_then(|r| r.json())
         .expect("health");
     assert_eq!(health["backend"], "flex");
+    assert_eq!(health["devices"].as_array().map(Vec::len), Some(2));
     let body = json!({"prompt": "1girl, blue hair", "negative_prompt": "lowres", "width": 64,
                       "height": 48, "steps": 5, "cfg_scale": 4.0, "seed": 42, "sampler_name": "euler"});
     let r: Value = client

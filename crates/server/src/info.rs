@@ -32,9 +32,9 @@ async fn health(State(state): State<AppState>) -> Json<Value> {
         "status": "ok",
         "queue_length": engine.queue_len(),
         "queue_capacity": engine.capacity(),
-        "running": engine.current().map(|j| j.id.clone()),
+        "running": engine.running().iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
         "backend": info.backend,
-        "device": info.device,
+        "devices": info.devices,
         "dtype": info.dtype,
         "models": {
             "dit": info.dit,

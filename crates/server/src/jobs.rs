@@ -15,7 +15,7 @@ use futures_util::Stream;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::engine::{Job, JobState, Status};
+use crate::job::{Job, JobState, Status};
 use crate::{ApiError, ApiJson, AppState, Settings};
 
 pub fn routes() -> Router<AppState> {

@@ -26,7 +26,7 @@
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let files = ModelFiles::models_dir("models")?;
-//! let engine = Engine::start::<Flex>(files, Default::default(), EngineOptions::default())?;
+//! let engine = Engine::start::<Flex>(files, [Default::default()], EngineOptions::default())?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:7860").await?;
 //! sakiko_server::serve(listener, engine, ServerConfig::default(), sakiko_server::shutdown_signal()).await?;
 //! # Ok(()) }
@@ -37,11 +37,13 @@ mod auth;
 mod engine;
 mod error;
 mod info;
+mod job;
 mod jobs;
 mod metrics;
 mod openai;
 mod page;
 mod params;
+mod worker;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,8 +54,9 @@ use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
-pub use engine::{Engine, EngineInfo, EngineOptions, ImageOut, Job, JobState, KEPT_JOBS, Status};
+pub use engine::{Engine, EngineInfo, EngineOptions, KEPT_JOBS};
 pub use error::{ApiError, ApiJson};
+pub use job::{ImageOut, Job, JobState, Status};
 pub use metrics::Metrics;
 pub use params::{Context, Limits, LoraRef, Settings, decode_image};
 

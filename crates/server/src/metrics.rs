@@ -7,7 +7,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::engine::Status;
+use crate::job::Status;
 
 /// The engine's counters.
 #[derive(Debug, Default)]

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::engine::{JobState, Status};
+use crate::job::{JobState, Status};
 use crate::jobs::{b64, states};
 use crate::{ApiError, ApiJson, AppState, LoraRef, Settings};
 

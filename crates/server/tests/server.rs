@@ -434,7 +434,7 @@ async fn full_queue_is_429() {
     assert_eq!(error_of(full).await.0, 429);
     let health: Value = server.get("/health").await.json().await.unwrap();
     assert_eq!(health["queue_length"], 1);
-    assert_eq!(health["running"], running["id"]);
+    assert_eq!(health["running"], json!([running["id"]]));
 
     let id = queued["id"].as_str().unwrap();
     let r = server
@@ -795,6 +795,79 @@ async fn openapi_lists_the_routes() {
                 "{method} {path}: {body}"
             );
         }
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// One worker per device (two here, both on the CPU): two jobs run at once, `/health` lists both
+/// devices and jobs, and after a checkpoint switch every worker generates with the new denoiser.
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_run_jobs_at_once_and_follow_a_switch() {
+    let server = TestServer::with_workers(
+        ServerConfig {
+            context: Context {
+                limits: Limits {
+                    max_steps: 1000,
+                    ..Limits::default()
+                },
+                ..Context::default()
+            },
+            ..ServerConfig::default()
+        },
+        EngineOptions::default(),
+        2,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for seed in [1, 2] {
+        let job: Value = server
+            .post("/api/v1/jobs", &small("1girl", seed, 1000))
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        wait_running(&server, id).await;
+    }
+    let health: Value = server.get("/health").await.json().await.unwrap();
+    assert_eq!(health["devices"].as_array().unwrap().len(), 2);
+    assert_eq!(health["running"].as_array().unwrap().len(), 2, "{health}");
+    for id in &ids {
+        let job = server.engine.job(id).unwrap();
+        assert!(job.cancel());
+        assert_eq!(
+            job.finished().await.status,
+            sakiko_server::Status::Cancelled
+        );
+    }
+
+    // A switch reaches one worker through the queue; the other must follow before its next job.
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.safetensors");
+    std::fs::copy(&server.engine.info().dit, &other).unwrap();
+    let info = server.engine.switch_model(other).await.unwrap();
+    assert_eq!(info.model_name(), "other.safetensors");
+    // Four at once: each worker takes at least one (a free worker takes the next job).
+    let jobs: Vec<_> = (0..4)
+        .map(|seed| {
+            let request: sakiko_server::Settings =
+                serde_json::from_value(small("1girl", seed, 30)).unwrap();
+            let request = request.to_request(&Context::default()).unwrap();
+            server.engine.submit(request).unwrap()
+        })
+        .collect();
+    for job in &jobs {
+        let state = job.finished().await;
+        assert_eq!(state.status, sakiko_server::Status::Completed);
+        assert!(
+            state.images[0]
+                .infotext
+                .contains("Model: other.safetensors"),
+            "{}",
+            state.images[0].infotext
+        );
     }
     server.shutdown().await.unwrap();
 }

@@ -33,7 +33,17 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: ServerConfig, options: EngineOptions) -> TestServer {
-        let engine = Engine::start::<Flex>(files(), Default::default(), options).expect("engine");
+        Self::with_workers(config, options, 1).await
+    }
+
+    /// A server whose engine has `workers` workers (all on the CPU: Flex has one device).
+    pub async fn with_workers(
+        config: ServerConfig,
+        options: EngineOptions,
+        workers: usize,
+    ) -> TestServer {
+        let devices = vec![Default::default(); workers];
+        let engine = Engine::start::<Flex>(files(), devices, options).expect("engine");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
