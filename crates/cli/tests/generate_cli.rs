@@ -1,7 +1,11 @@
 //! `sakiko generate | tokenize | encode | schedule | inspect` against the end-to-end reference
 //! (`tools/reference/pipeline.py`), and their handling of bad input.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
+
+use common::fixture;
 
 use assert_cmd::Command;
 use predicates::prelude::*;
@@ -9,12 +13,6 @@ use sakiko_weights::WeightFile;
 
 fn sakiko() -> Command {
     Command::cargo_bin("sakiko").expect("the sakiko binary is built")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../pipeline/tests/fixtures/e2e")
-        .join(name)
 }
 
 fn model(name: &str) -> String {
@@ -39,18 +37,9 @@ const EULER_PROMPT: &str =
 
 /// `generate` arguments of the reference case `name`, with the models folder and configs.
 fn case(name: &str) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "generate",
-        "--models-dir",
-        &fixture("models").display().to_string(),
-        "--text-encoder-config",
-        &fixture("text_encoder_config.json").display().to_string(),
-        "--vae-config",
-        &fixture("vae_config.json").display().to_string(),
-        "--quiet",
-    ]
-    .map(String::from)
-    .to_vec();
+    let mut args = vec!["generate".to_owned()];
+    args.extend(common::model_args());
+    args.push("--quiet".into());
     let rest: Vec<String> = match name {
         "euler" => vec![
             "--prompt",

@@ -1,16 +1,14 @@
 //! The generation parameters in `sakiko generate`'s PNGs: plain text chunks, and an
 //! AUTOMATIC1111 `parameters` chunk read back by a port of A1111's own parser.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use common::fixture;
 
 use assert_cmd::Command;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../pipeline/tests/fixtures/e2e")
-        .join(name)
-}
 
 /// Runs a one-step generation on the tiny models with `extra` arguments; returns the PNG's text
 /// chunks and its colour type.

@@ -1,15 +1,13 @@
 //! No silent garbage and messages a newcomer understands, from the command line: each message
 //! asserted as printed, and nothing written when a generation fails.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
+use common::fixture;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../pipeline/tests/fixtures/e2e")
-        .join(name)
-}
+use assert_cmd::Command;
 
 fn model(name: &str) -> PathBuf {
     fixture("models").join(name)

@@ -1,6 +1,9 @@
 //! The tiny end-to-end models and a running `sakiko serve`, shared by `tests/serve_cli.rs` and
 //! `benches/serve.rs`.
 
+// Each test file uses a part.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
