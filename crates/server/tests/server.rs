@@ -432,11 +432,19 @@ async fn progress_interrupt_and_cancel_mid_run() {
         .unwrap();
     let id = job["id"].as_str().unwrap().to_owned();
     wait_running(&server, &id).await;
-    let p: Value = server.get("/sdapi/v1/progress").await.json().await.unwrap();
+    // A step's preview follows its progress event: poll until one is there.
+    let mut p = Value::Null;
+    for _ in 0..400 {
+        p = server.get("/sdapi/v1/progress").await.json().await.unwrap();
+        if p["current_image"].is_string() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(p["current_image"].is_string(), "a preview every step: {p}");
     assert!(p["progress"].as_f64().unwrap() > 0.0, "{p}");
     assert_eq!(p["state"]["sampling_steps"], 1000);
     assert!(p["state"]["sampling_step"].as_u64().unwrap() >= 1);
-    assert!(p["current_image"].is_string(), "a preview every step");
     let p: Value = server
         .get("/sdapi/v1/progress?skip_current_image=true")
         .await
