@@ -47,17 +47,6 @@ const DIT: &str = "diffusion_models/tiny_lumina_bf16.safetensors";
 const TEXT_ENCODER: &str = "text_encoders/tiny_gemma2_fp16.safetensors";
 const VAE: &str = "vae/tiny_ae.safetensors";
 
-fn configs() -> Vec<String> {
-    [
-        "--text-encoder-config",
-        &fixture("text_encoder_config.json").display().to_string(),
-        "--vae-config",
-        &fixture("vae_config.json").display().to_string(),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
 #[test]
 fn undetectable_configurations_say_what_to_pass() {
     let (dit, te, vae) = (model(DIT), model(TEXT_ENCODER), model(VAE));
@@ -93,7 +82,7 @@ fn infinite_weights_stop_the_generation() {
     sakiko_weights::write_edited(model(DIT), &dit, key, |v| v.fill(f32::INFINITY))
         .expect("edited copy");
     let (te, vae) = (model(TEXT_ENCODER), model(VAE));
-    let configs = configs();
+    let configs = common::config_args();
     let configs: Vec<&str> = configs.iter().map(String::as_str).collect();
     fails_with(
         [&dit, &te, &vae],
@@ -119,7 +108,7 @@ fn infinite_weights_stop_the_generation() {
 #[test]
 fn a_missing_output_folder_is_reported_before_generating() {
     let (dit, te, vae) = (model(DIT), model(TEXT_ENCODER), model(VAE));
-    let configs = configs();
+    let configs = common::config_args();
     let mut args: Vec<&str> = configs.iter().map(String::as_str).collect();
     args.extend(["--save-latent", "/nonexistent/latent.safetensors"]);
     let output = Command::cargo_bin("sakiko")

@@ -22,9 +22,17 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// The arguments naming the tiny models.
 pub fn model_args() -> Vec<String> {
+    let mut args = vec![
+        "--models-dir".to_owned(),
+        fixture("models").display().to_string(),
+    ];
+    args.extend(config_args());
+    args
+}
+
+/// The tiny text encoder's and VAE's config files (their files alone cannot say their sizes).
+pub fn config_args() -> Vec<String> {
     [
-        "--models-dir",
-        &fixture("models").display().to_string(),
         "--text-encoder-config",
         &fixture("text_encoder_config.json").display().to_string(),
         "--vae-config",
