@@ -85,11 +85,11 @@ impl Jobs {
         self.by_id.insert(job.id.clone(), job);
         // Forget the oldest finished jobs beyond the limit (queued and running ones stay).
         while self.order.len() > KEPT_JOBS {
-            let Some(pos) = self.order.iter().position(|id| {
-                self.by_id
-                    .get(id)
-                    .is_none_or(|j| j.state().status.is_final())
-            }) else {
+            let Some(pos) = self
+                .order
+                .iter()
+                .position(|id| self.by_id.get(id).is_none_or(|j| j.status().is_final()))
+            else {
                 break;
             };
             if let Some(id) = self.order.remove(pos)

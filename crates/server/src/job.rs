@@ -112,6 +112,11 @@ impl Job {
         self.state.borrow().clone()
     }
 
+    /// Where the job is, without cloning its state (previews and images).
+    pub fn status(&self) -> Status {
+        self.state.borrow().status
+    }
+
     /// A receiver that sees every later state (latest wins for slow readers).
     pub fn subscribe(&self) -> watch::Receiver<JobState> {
         self.state.subscribe()

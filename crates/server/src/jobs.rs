@@ -95,7 +95,7 @@ async fn cancel(
     if !job.cancel() {
         return Err(ApiError::conflict(format!(
             "job `{id}` has already finished ({:?})",
-            job.state().status
+            job.status()
         )));
     }
     Ok(Json(json!({"id": id, "cancelling": true})))
