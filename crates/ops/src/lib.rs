@@ -13,20 +13,24 @@
 //! therefore hands the backend only contiguous tensors, never a mask, and queries padded to a
 //! multiple of [`QUERY_BLOCK`] rows.
 //!
-//! On Flex (CPU), the call is split across threads by sample, KV head and block of query rows
-//! (Flex's attention runs one head at a time on one thread).
+//! On Flex (CPU), with the default `flex` feature, [`attention`] runs this crate's own fused,
+//! threaded kernel (`flex.rs`: Flex's attention runs one head at a time on one thread, on
+//! contiguous copies); other backends take the path above.
 //!
 //! [`clamp_fp16`] is ComfyUI's overflow guard for f16 activations. (Linear weights are loaded
 //! row-major `[in, out]` by `sakiko_weights::load_module`, never as transposed views, which Burn
 //! 0.21's fusion multiplies wrongly at one row: `tests/fusion.rs` shows both.)
 
+#[cfg(feature = "flex")]
+mod flex;
 mod norm;
 mod rope;
-mod split;
 
 pub use norm::RmsNorm;
 pub use rope::{apply_rope, rope_tables};
 
+use burn::tensor::module;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{DType, Tensor, backend::Backend};
 
 /// Query rows are padded to a multiple of this (the largest stage of cubek's flash kernels:
@@ -80,25 +84,34 @@ pub fn attention<B: Backend>(
         k.dims(),
         v.dims()
     );
+    if let Some(lens) = kv_lens {
+        assert_eq!(
+            lens.len(),
+            b,
+            "attention: {} key lengths for batch {b}",
+            lens.len()
+        );
+        for &len in lens {
+            assert!(
+                (1..=s_kv).contains(&len),
+                "attention: key length {len} of {s_kv}"
+            );
+        }
+    }
+    #[cfg(feature = "flex")]
+    let (q, k, v) = match flex::attention(q, k, v, kv_lens) {
+        Ok(o) => return o,
+        Err(inputs) => inputs,
+    };
     let full = |len: &usize| *len == s_kv;
     let Some(lens) = kv_lens.filter(|lens| !lens.iter().all(full)) else {
         return grouped(q, k, v);
     };
-    assert_eq!(
-        lens.len(),
-        b,
-        "attention: {} key lengths for batch {b}",
-        lens.len()
-    );
     // Consecutive samples of the same kind (all keys valid, or the same short length) share a call.
     let mut out = Vec::new();
     let mut start = 0;
     while start < b {
         let len = lens[start];
-        assert!(
-            (1..=s_kv).contains(&len),
-            "attention: key length {len} of {s_kv}"
-        );
         let end = (start..b).find(|&i| lens[i] != len).unwrap_or(b);
         let n = end - start;
         out.push(grouped(
@@ -142,10 +155,14 @@ fn grouped<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Ten
     } else {
         q
     };
-    let o = match split::threads::<B>() {
-        1 => split::single(q, contiguous(k), contiguous(v)),
-        threads => split::attention(q, contiguous(k), contiguous(v), threads),
-    };
+    let o = module::attention(
+        q,
+        contiguous(k),
+        contiguous(v),
+        None,
+        None,
+        AttentionModuleOptions::default(),
+    );
     o.narrow(2, 0, rows).reshape([b, h, s_q, d])
 }
 

@@ -173,6 +173,38 @@ fn padding_keys_beyond_the_length_are_ignored() {
         .assert_approx_eq::<f32>(&padded.into_data(), Default::default());
 }
 
+/// Half-precision inputs come back in their dtype, computed as the f32 attention of the rounded
+/// inputs (the Flex kernel computes in f32, as Flex's own attention does).
+#[test]
+fn half_precision_inputs_keep_their_dtype() {
+    use burn::tensor::{DType, FloatDType};
+    type B = burn::backend::Flex;
+    let device = Default::default();
+    for dtype in [FloatDType::BF16, FloatDType::F16] {
+        let half = |shape, seed| tensor::<B, 4>(shape, seed, &device).cast(dtype);
+        let (q, k, v) = (
+            half([2, 4, 70, 16], 1),
+            half([2, 2, 70, 16], 2),
+            half([2, 2, 70, 16], 3),
+        );
+        let f32 = |t: &Tensor<B, 4>| t.clone().cast(FloatDType::F32);
+        let expected = reference(f32(&q), f32(&k), f32(&v), Some(&[70, 33]));
+        let ours = sakiko_ops::attention(q, k, v, Some(&[70, 33]));
+        assert_eq!(ours.dtype(), DType::from(dtype));
+        let diff: f32 = (ours.cast(FloatDType::F32) - expected)
+            .abs()
+            .max()
+            .into_scalar();
+        // One rounding of outputs of magnitude < 4 to the half type.
+        let bound = if dtype == FloatDType::BF16 {
+            2e-2
+        } else {
+            2e-3
+        };
+        assert!(diff <= bound, "{dtype:?}: max |Δ| {diff:e}");
+    }
+}
+
 #[cfg(feature = "wgpu")]
 mod wgpu {
     use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
