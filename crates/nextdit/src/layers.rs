@@ -5,10 +5,9 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::silu;
 use burn::tensor::{Tensor, backend::Backend};
 pub use sakiko_ops::RmsNorm;
-use sakiko_ops::clamp_fp16;
+use sakiko_ops::{clamp_fp16, swiglu};
 
 use crate::NextDitConfig;
 
@@ -80,17 +79,7 @@ pub struct Rope<B: Backend> {
 impl<B: Backend> Rope<B> {
     /// Rotates adjacent pairs `(x[2k], x[2k+1])` of `x` `[B, S, H, hd]` by the table's angles.
     fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, s, h, hd] = x.dims();
-        let pairs: Tensor<B, 5> = x.reshape([b, s, h, hd / 2, 2]);
-        let re: Tensor<B, 4> = pairs.clone().narrow(4, 0, 1).reshape([b, s, h, hd / 2]);
-        let im: Tensor<B, 4> = pairs.narrow(4, 1, 1).reshape([b, s, h, hd / 2]);
-        let out_re = re.clone() * self.cos.clone() - im.clone() * self.sin.clone();
-        let out_im = re * self.sin.clone() + im * self.cos.clone();
-        Tensor::cat(
-            vec![out_re.unsqueeze_dim::<5>(4), out_im.unsqueeze_dim::<5>(4)],
-            4,
-        )
-        .reshape([b, s, h, hd])
+        sakiko_ops::rope_pairs(x, &self.cos, &self.sin)
     }
 }
 
@@ -167,7 +156,7 @@ pub struct FeedForward<B: Backend> {
 impl<B: Backend> FeedForward<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
         self.w2
-            .forward(silu(self.w1.forward(x.clone())) * self.w3.forward(x))
+            .forward(swiglu(self.w1.forward(x.clone()), self.w3.forward(x)))
     }
 }
 
@@ -218,14 +207,16 @@ impl<B: Backend> Block<B> {
                 let d = e.dims()[2] / 4;
                 let chunk = |i: usize| e.clone().narrow(2, i * d, d);
                 let a = self.attention.forward(
-                    self.attention_norm1.forward(x.clone()) * chunk(0).add_scalar(1.0),
+                    self.attention_norm1
+                        .forward_scaled(x.clone(), chunk(0).add_scalar(1.0)),
                     rope,
                     seq_lens,
                 );
                 let x = x + chunk(1).tanh() * self.attention_norm2.forward(clamp_fp16(a));
-                let f = self
-                    .feed_forward
-                    .forward(self.ffn_norm1.forward(x.clone()) * chunk(2).add_scalar(1.0));
+                let f = self.feed_forward.forward(
+                    self.ffn_norm1
+                        .forward_scaled(x.clone(), chunk(2).add_scalar(1.0)),
+                );
                 x + chunk(3).tanh() * self.ffn_norm2.forward(clamp_fp16(f))
             }
             None => {

@@ -13,9 +13,9 @@
 //! therefore hands the backend only contiguous tensors, never a mask, and queries padded to a
 //! multiple of [`QUERY_BLOCK`] rows.
 //!
-//! On Flex (CPU), with the default `flex` feature, [`attention`] runs this crate's own fused,
-//! threaded kernel (`flex.rs`: Flex's attention runs one head at a time on one thread, on
-//! contiguous copies); other backends take the path above.
+//! On Flex (CPU), with the default `flex` feature, [`attention`], [`swiglu`], [`rope_pairs`] and
+//! [`RmsNorm`] run this crate's fused, threaded f32 kernels (`flex/`); other backends and half
+//! precision take the generic Burn code, against which the kernels are tested.
 //!
 //! [`clamp_fp16`] is ComfyUI's overflow guard for f16 activations. (Linear weights are loaded
 //! row-major `[in, out]` by `sakiko_weights::load_module`, never as transposed views, which Burn
@@ -27,7 +27,7 @@ mod norm;
 mod rope;
 
 pub use norm::RmsNorm;
-pub use rope::{apply_rope, rope_tables};
+pub use rope::{apply_rope, rope_pairs, rope_tables};
 
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -122,6 +122,26 @@ pub fn attention<B: Backend>(
         start = end;
     }
     Tensor::cat(out, 0)
+}
+
+/// SwiGLU's gating, `silu(gate) · up` element-wise (one fused pass on Flex).
+///
+/// # Shapes
+/// `gate`, `up`: the same shape, returned.
+pub fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    if flex::fast::<B>(gate.dtype()) && up.dtype() == gate.dtype() && up.dims() == gate.dims() {
+        return flex::swiglu(gate, up);
+    }
+    swiglu_generic(gate, up)
+}
+
+/// [`swiglu`] in Burn ops, for every backend.
+pub(crate) fn swiglu_generic<B: Backend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+) -> Tensor<B, D> {
+    burn::tensor::activation::silu(gate) * up
 }
 
 /// Repeats each key/value head `groups` times, consecutive copies together (query head `i` uses

@@ -1,4 +1,4 @@
-//! Rotate-half rotary position tables (Gemma-2, Qwen3).
+//! Rotary position embeddings: rotate-half tables (Gemma-2, Qwen3) and NextDiT's adjacent pairs.
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 
@@ -43,4 +43,51 @@ pub fn apply_rope<B: Backend>(
     let first = x.clone().narrow(3, 0, half);
     let second = x.clone().narrow(3, half, half);
     x * cos.clone() + Tensor::cat(vec![second.neg(), first], 3) * sin.clone()
+}
+
+/// NextDiT's RoPE: rotates adjacent pairs `(x[2k], x[2k+1])` by the angles whose cosines and
+/// sines are given (a complex multiplication, as Lumina's `apply_rotary_emb`); one fused pass on
+/// Flex.
+///
+/// # Shapes
+/// - `x`: `[B, S, H, hd]`
+/// - `cos`, `sin`: `[B, S, 1, hd/2]`
+/// - returns `[B, S, H, hd]`
+pub fn rope_pairs<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    if crate::flex::fast::<B>(x.dtype())
+        && cos.dtype() == x.dtype()
+        && sin.dtype() == x.dtype()
+        && cos.dims() == {
+            let [b, s, _, hd] = x.dims();
+            [b, s, 1, hd / 2]
+        }
+        && sin.dims() == cos.dims()
+    {
+        return crate::flex::rope_pairs(x, cos, sin);
+    }
+    rope_pairs_generic(x, cos, sin)
+}
+
+/// [`rope_pairs`] in Burn ops, for every backend.
+pub(crate) fn rope_pairs_generic<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let [b, s, h, hd] = x.dims();
+    let pairs: Tensor<B, 5> = x.reshape([b, s, h, hd / 2, 2]);
+    let re: Tensor<B, 4> = pairs.clone().narrow(4, 0, 1).reshape([b, s, h, hd / 2]);
+    let im: Tensor<B, 4> = pairs.narrow(4, 1, 1).reshape([b, s, h, hd / 2]);
+    let out_re = re.clone() * cos.clone() - im.clone() * sin.clone();
+    let out_im = re * sin.clone() + im * cos.clone();
+    Tensor::cat(
+        vec![out_re.unsqueeze_dim::<5>(4), out_im.unsqueeze_dim::<5>(4)],
+        4,
+    )
+    .reshape([b, s, h, hd])
 }

@@ -7,8 +7,8 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, FloatDType, Tensor, TensorData, activation, backend::Backend};
-use sakiko_ops::{RmsNorm, apply_rope, clamp_fp16, repeat_kv};
+use burn::tensor::{Bool, FloatDType, Tensor, TensorData, backend::Backend};
+use sakiko_ops::{RmsNorm, apply_rope, clamp_fp16, repeat_kv, swiglu};
 use sakiko_weights::{HostEmbedding, ParamSource, WeightFile, Weights, load_module};
 
 use crate::{PrompterError, Qwen3Config};
@@ -349,9 +349,10 @@ impl<B: Backend> Qwen3<B> {
             .reshape([b, l, heads * hd]);
         let x = clamp_fp16(x + attn.o_proj.forward(a));
         let u = layer.post_attention_layernorm.forward(x.clone());
-        let f = layer.mlp.down_proj.forward(
-            activation::silu(layer.mlp.gate_proj.forward(u.clone())) * layer.mlp.up_proj.forward(u),
-        );
+        let f = layer.mlp.down_proj.forward(swiglu(
+            layer.mlp.gate_proj.forward(u.clone()),
+            layer.mlp.up_proj.forward(u),
+        ));
         clamp_fp16(x + f)
     }
 }

@@ -11,22 +11,23 @@
 //! No crate offers this for Burn tensors, hence the hand-written kernel; it is tested against the
 //! backend's generic attention (`tests/attention.rs`).
 //!
-//! The workspace's only `unsafe`: `gemm`'s raw-pointer API and the `target_feature` dispatch.
+//! The workspace's only `unsafe`: `gemm`'s raw-pointer API.
 #![allow(unsafe_code)]
 
-use std::any::{Any, TypeId};
-
-use burn::tensor::{Bytes, DType, FloatDType, Tensor, TensorPrimitive, backend::Backend};
+use burn::tensor::{Bytes, DType, FloatDType, Tensor, backend::Backend};
 use burn_flex::{FlexTensor, Layout};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::math::softmax_numerator;
+use super::{from_flex, into_flex, is_flex};
+
 /// Query rows per task: the score block (rows × keys) stays in L2 at 4 k keys.
 const ROWS: usize = 64;
 
-/// The Flex kernel for `B` when `B` is Flex (its float tensors are `FlexTensor`s), or the inputs
-/// back unchanged for every other backend. Shapes and `kv_lens` are as in [`crate::attention`],
-/// already validated; half-precision inputs are computed in f32 (as Flex's own kernel does).
+/// The Flex kernel for `B` when `B` is Flex, or the inputs back unchanged for every other
+/// backend. Shapes and `kv_lens` are as in [`crate::attention`], already validated; half-precision
+/// inputs are computed in f32 (as Flex's own kernel does).
 #[allow(clippy::type_complexity)]
 pub(crate) fn attention<B: Backend>(
     q: Tensor<B, 4>,
@@ -34,36 +35,16 @@ pub(crate) fn attention<B: Backend>(
     v: Tensor<B, 4>,
     kv_lens: Option<&[usize]>,
 ) -> Result<Tensor<B, 4>, (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>)> {
-    if TypeId::of::<B::FloatTensorPrimitive>() != TypeId::of::<FlexTensor>() {
+    if !is_flex::<B>() {
         return Err((q, k, v));
     }
     let dtype = q.dtype();
-    let f32 = |t: Tensor<B, 4>| match t.dtype() {
-        DType::F32 => t,
-        _ => t.cast(FloatDType::F32),
-    };
-    let (Some(qf), Some(kf), Some(vf)) = (flex(f32(q)), flex(f32(k)), flex(f32(v))) else {
-        unreachable!("float tensors of a backend whose primitive is FlexTensor are FlexTensors")
-    };
-    let out = attention_f32(&qf, &kf, &vf, kv_lens);
-    let boxed: Box<dyn Any> = Box::new(out);
-    let out = *boxed
-        .downcast::<B::FloatTensorPrimitive>()
-        .unwrap_or_else(|_| unreachable!("B's float primitive is FlexTensor"));
-    let out = Tensor::<B, 4>::from_primitive(TensorPrimitive::Float(out));
+    let f32 = |t: Tensor<B, 4>| into_flex(t.cast(FloatDType::F32));
+    let out = from_flex(attention_f32(&f32(q), &f32(k), &f32(v), kv_lens));
     Ok(match dtype {
         DType::F32 => out,
         other => out.cast(FloatDType::from(other)),
     })
-}
-
-/// The `FlexTensor` behind `t` (`None` for a quantised tensor or another backend).
-fn flex<B: Backend>(t: Tensor<B, 4>) -> Option<FlexTensor> {
-    let TensorPrimitive::Float(p) = t.into_primitive() else {
-        return None;
-    };
-    let boxed: Box<dyn Any> = Box::new(p);
-    boxed.downcast::<FlexTensor>().ok().map(|t| *t)
 }
 
 /// A 4-D f32 operand: its storage (made contiguous first if its last dimension is strided) and
@@ -209,133 +190,4 @@ fn attention_f32(
 fn dims(t: &FlexTensor) -> [usize; 4] {
     let s = t.layout().shape();
     [s[0], s[1], s[2], s[3]]
-}
-
-/// Replaces a row of scores by `exp(x − max)` and returns their sum (the softmax denominator).
-fn softmax_numerator(row: &mut [f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { softmax_numerator_avx512(row) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { softmax_numerator_avx2(row) };
-        }
-    }
-    softmax_numerator_generic(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn softmax_numerator_avx512(row: &mut [f32]) -> f32 {
-    softmax_numerator_generic(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn softmax_numerator_avx2(row: &mut [f32]) -> f32 {
-    softmax_numerator_generic(row)
-}
-
-/// Lanes of the accumulators: independent sums the compiler keeps in vector registers.
-const LANES: usize = 16;
-
-/// Written as lane-wise loops over fixed-size chunks so that it vectorises at whatever width the
-/// caller was compiled for.
-#[inline(always)]
-fn softmax_numerator_generic(row: &mut [f32]) -> f32 {
-    let mut maxes = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            maxes[i] = if c[i] > maxes[i] { c[i] } else { maxes[i] };
-        }
-    }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&maxes)
-        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-    let mut sums = [0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            c[i] = exp(c[i] - max);
-            sums[i] += c[i];
-        }
-    }
-    let mut sum: f32 = sums.iter().sum();
-    for x in chunks.into_remainder() {
-        *x = exp(*x - max);
-        sum += *x;
-    }
-    sum
-}
-
-/// `eˣ` for `x ≤ 0` within 2 ulp (≥ −87.3: smaller inputs give ≈ 1e-38 instead of less),
-/// branch-free so that it vectorises: `2ⁿ · p(r)` with `n = round(x / ln 2)`,
-/// `r = x − n·ln 2` (Cody–Waite, two parts) and `p` the degree-7 Taylor polynomial on
-/// `|r| ≤ ln 2 / 2`.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding and subtracting 1.5·2²³ rounds to the nearest integer in any vector width.
-    const ROUND: f32 = 12_582_912.0;
-    let x = if x > -87.3 { x } else { -87.3 };
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    // 2ⁿ from its exponent bits; n ∈ [−126, 0] here.
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The vectorised exp against the standard library's over its whole input range.
-    #[test]
-    fn exp_is_within_two_ulp() {
-        let mut worst = 0f32;
-        for i in 0..=1_000_000 {
-            let x = -87.0 * i as f32 / 1e6;
-            let want = x.exp();
-            let got = exp(x);
-            worst = worst.max(((got - want) / want).abs());
-        }
-        assert!(worst < 2.5e-7, "relative error {worst}");
-        assert_eq!(exp(0.0), 1.0);
-        assert!(exp(-1000.0) < 1e-37);
-    }
-
-    /// Every path of the softmax numerator (widths, remainders) against a scalar reference.
-    #[test]
-    fn softmax_numerator_matches_scalar() {
-        for len in [1, 5, 16, 17, 100, 1023] {
-            let row: Vec<f32> = (0..len)
-                .map(|i| ((i * 7919) % 97) as f32 * 0.37 - 20.0)
-                .collect();
-            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let want: Vec<f32> = row.iter().map(|x| (x - max).exp()).collect();
-            for f in [softmax_numerator, softmax_numerator_generic] {
-                let mut got = row.clone();
-                let sum = f(&mut got);
-                let want_sum: f32 = want.iter().sum();
-                assert!((sum - want_sum).abs() <= want_sum * 1e-6, "{len}: {sum}");
-                for (g, w) in got.iter().zip(&want) {
-                    assert!((g - w).abs() <= w * 3e-7, "{len}: {g} vs {w}");
-                }
-            }
-        }
-    }
 }

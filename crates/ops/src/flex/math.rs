@@ -1,0 +1,238 @@
+//! Element- and row-wise f32 kernels: each a single threaded pass, written as lane-wise loops over
+//! fixed-size chunks so that `multiversion` compiles them to AVX-512 or AVX2 code where the CPU
+//! has it (Flex computes `exp` and `tanh` one scalar libm call at a time).
+
+use burn::tensor::{Tensor, backend::Backend};
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+use super::{contiguous, from_flex, into_flex, slice, tensor_of};
+
+/// Elements per parallel task of the element-wise kernels.
+const CHUNK: usize = 1 << 14;
+
+/// Lanes of the accumulators: independent values the compiler keeps in vector registers.
+const LANES: usize = 16;
+
+/// `silu(gate) · up`, element-wise (shapes equal).
+pub(crate) fn swiglu<B: Backend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let shape = gate.dims();
+    let (gate, up) = (contiguous(into_flex(gate)), contiguous(into_flex(up)));
+    let (g, u) = (slice(&gate), slice(&up));
+    let mut out = vec![0f32; g.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+        .for_each(|(o, (g, u))| swiglu_chunk(o, g, u));
+    from_flex(tensor_of(out, &shape))
+}
+
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
+fn swiglu_chunk(out: &mut [f32], gate: &[f32], up: &[f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + exp(-g)) * u;
+    }
+}
+
+/// NextDiT's RoPE: adjacent pairs `(x[2k], x[2k+1])` of `x` `[B, S, H, hd]` rotated by the angles
+/// of `cos`/`sin` `[B, S, 1, hd/2]`.
+pub(crate) fn rope_pairs<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let shape = x.dims();
+    let [_, _, h, hd] = shape;
+    let x = contiguous(into_flex(x));
+    let (cos, sin) = (
+        contiguous(into_flex(cos.clone())),
+        contiguous(into_flex(sin.clone())),
+    );
+    let (xs, c, s) = (slice(&x), slice(&cos), slice(&sin));
+    let mut out = vec![0f32; xs.len()];
+    // One task per block of positions; each position has H heads sharing one row of angles.
+    let positions = (CHUNK / (h * hd)).max(1);
+    out.par_chunks_mut(positions * h * hd)
+        .zip(xs.par_chunks(positions * h * hd))
+        .zip(
+            c.par_chunks(positions * hd / 2)
+                .zip(s.par_chunks(positions * hd / 2)),
+        )
+        .for_each(|((o, x), (c, s))| {
+            let pos = o.chunks_exact_mut(h * hd).zip(x.chunks_exact(h * hd));
+            for ((o, x), (c, s)) in pos.zip(c.chunks_exact(hd / 2).zip(s.chunks_exact(hd / 2))) {
+                for (o, x) in o.chunks_exact_mut(hd).zip(x.chunks_exact(hd)) {
+                    rotate_pairs(o, x, c, s);
+                }
+            }
+        });
+    from_flex(tensor_of(out, &shape))
+}
+
+#[inline(always)]
+fn rotate_pairs(out: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32]) {
+    for (((o, x), &c), &s) in out
+        .chunks_exact_mut(2)
+        .zip(x.chunks_exact(2))
+        .zip(cos)
+        .zip(sin)
+    {
+        o[0] = x[0] * c - x[1] * s;
+        o[1] = x[0] * s + x[1] * c;
+    }
+}
+
+/// `x · rsqrt(mean(x²) + eps) · weight` over the last dimension, times `scale[b]` for the rows of
+/// sample `b` when given.
+///
+/// # Shapes
+/// `x`: `[B, …, D]`; `weight`: `[D]`; `scale`: `[B, 1, D]`.
+pub(crate) fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    weight: Tensor<B, 1>,
+    eps: f64,
+    scale: Option<Tensor<B, 3>>,
+) -> Tensor<B, D> {
+    let shape = x.dims();
+    let dim = shape[D - 1];
+    let x = contiguous(into_flex(x));
+    let weight = contiguous(into_flex(weight));
+    let scale = scale.map(|s| contiguous(into_flex(s)));
+    let (xs, w) = (slice(&x), slice(&weight));
+    let scale = scale.as_ref().map(slice);
+    let rows_per_sample = xs.len() / dim / shape[0].max(1);
+    let mut out = vec![0f32; xs.len()];
+    let rows = (CHUNK / dim).max(1);
+    out.par_chunks_mut(rows * dim)
+        .zip(xs.par_chunks(rows * dim))
+        .enumerate()
+        .for_each(|(task, (o, x))| {
+            for (r, (o, x)) in o.chunks_exact_mut(dim).zip(x.chunks_exact(dim)).enumerate() {
+                let sample = (task * rows + r) / rows_per_sample.max(1);
+                let scale = scale.map(|s| &s[sample * dim..(sample + 1) * dim]);
+                rms_norm_row(o, x, w, scale, eps as f32);
+            }
+        });
+    from_flex(tensor_of(out, &shape))
+}
+
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
+fn rms_norm_row(out: &mut [f32], x: &[f32], weight: &[f32], scale: Option<&[f32]>, eps: f32) {
+    let mut sums = [0f32; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            sums[i] += c[i] * c[i];
+        }
+    }
+    let squares = sums.iter().sum::<f32>() + chunks.remainder().iter().map(|v| v * v).sum::<f32>();
+    let inv = 1.0 / (squares / x.len() as f32 + eps).sqrt();
+    match scale {
+        Some(s) => {
+            for (((o, &x), &w), &s) in out.iter_mut().zip(x).zip(weight).zip(s) {
+                *o = x * inv * w * s;
+            }
+        }
+        None => {
+            for ((o, &x), &w) in out.iter_mut().zip(x).zip(weight) {
+                *o = x * inv * w;
+            }
+        }
+    }
+}
+
+/// Replaces a row of scores by `exp(x − max)` and returns their sum (the softmax denominator).
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
+pub(crate) fn softmax_numerator(row: &mut [f32]) -> f32 {
+    let mut maxes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            maxes[i] = if c[i] > maxes[i] { c[i] } else { maxes[i] };
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&maxes)
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    let mut sums = [0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for i in 0..LANES {
+            c[i] = exp(c[i] - max);
+            sums[i] += c[i];
+        }
+    }
+    let mut sum: f32 = sums.iter().sum();
+    for x in chunks.into_remainder() {
+        *x = exp(*x - max);
+        sum += *x;
+    }
+    sum
+}
+
+/// `eˣ` within 2 ulp for `x` in [−87.3, 88] (outside, the value at the nearer end: ≈ 1e-38 or
+/// ≈ 1.7e38), branch-free so that it vectorises: `2ⁿ · p(r)` with `n = round(x / ln 2)`,
+/// `r = x − n·ln 2` (Cody–Waite, two parts) and `p` the degree-7 Taylor polynomial on
+/// `|r| ≤ ln 2 / 2`.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and subtracting 1.5·2²³ rounds to the nearest integer in any vector width.
+    const ROUND: f32 = 12_582_912.0;
+    let x = if x > -87.3 { x } else { -87.3 };
+    let x = if x < 88.0 { x } else { 88.0 };
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    // 2ⁿ from its exponent bits; n ∈ [−126, 127] here.
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vectorised exp against the standard library's over its whole input range.
+    #[test]
+    fn exp_is_within_two_ulp() {
+        let mut worst = 0f32;
+        for i in 0..=2_000_000 {
+            let x = -87.0 + 175.0 * i as f32 / 2e6;
+            let want = x.exp();
+            worst = worst.max(((exp(x) - want) / want).abs());
+        }
+        assert!(worst < 2.5e-7, "relative error {worst}");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(-1000.0) < 1e-37 && exp(1000.0).is_finite());
+    }
+
+    /// Every path of the softmax numerator (widths, remainders) against a scalar reference.
+    #[test]
+    fn softmax_numerator_matches_scalar() {
+        for len in [1, 5, 16, 17, 100, 1023] {
+            let row: Vec<f32> = (0..len)
+                .map(|i| ((i * 7919) % 97) as f32 * 0.37 - 20.0)
+                .collect();
+            let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let want: Vec<f32> = row.iter().map(|x| (x - max).exp()).collect();
+            let mut got = row.clone();
+            let sum = softmax_numerator(&mut got);
+            let want_sum: f32 = want.iter().sum();
+            assert!((sum - want_sum).abs() <= want_sum * 1e-6, "{len}: {sum}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= w * 3e-7, "{len}: {g} vs {w}");
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Fused CPU kernels for Burn's Flex backend.
+//!
+//! Flex runs each Burn op as its own pass over memory, with scalar `exp`/`tanh`, and falls back
+//! to a generic strided iterator for broadcasts and views. The hot spots of our models (attention,
+//! RoPE, RMSNorm, SwiGLU) are therefore written here once as fused, threaded kernels over f32
+//! slices. Each public op in this crate calls [`fast`] first: on Flex with f32 tensors it gets the
+//! tensors' storage, otherwise the caller runs the generic Burn code, which every other backend
+//! (and half precision on Flex) takes. Every kernel is tested against that generic path.
+//!
+//! The dispatch compares `B`'s float primitive with `FlexTensor` by `TypeId`, so the models stay
+//! generic over plain `B: Backend` (a backend-extension trait would put a bound on every model).
+
+mod attention;
+mod math;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use attention::attention;
+pub(crate) use math::{rms_norm, rope_pairs, swiglu};
+
+use std::any::{Any, TypeId};
+
+use burn::tensor::{Bytes, DType, Tensor, TensorPrimitive, backend::Backend};
+use burn_flex::{FlexTensor, Layout};
+
+/// Whether `B` is Flex.
+pub(crate) fn is_flex<B: Backend>() -> bool {
+    TypeId::of::<B::FloatTensorPrimitive>() == TypeId::of::<FlexTensor>()
+}
+
+/// Whether the fused kernels take tensors of this dtype on `B` (Flex, f32).
+pub(crate) fn fast<B: Backend>(dtype: DType) -> bool {
+    is_flex::<B>() && dtype == DType::F32
+}
+
+/// The `FlexTensor` behind `t`, for a `B` that [`is_flex`].
+pub(crate) fn into_flex<B: Backend, const D: usize>(t: Tensor<B, D>) -> FlexTensor {
+    let TensorPrimitive::Float(p) = t.into_primitive() else {
+        unreachable!("the kernels are only called on float tensors")
+    };
+    let boxed: Box<dyn Any> = Box::new(p);
+    *boxed
+        .downcast::<FlexTensor>()
+        .unwrap_or_else(|_| unreachable!("B's float primitive is FlexTensor"))
+}
+
+/// `t` as a tensor of `B`, for a `B` that [`is_flex`].
+pub(crate) fn from_flex<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
+    let boxed: Box<dyn Any> = Box::new(t);
+    let p = *boxed
+        .downcast::<B::FloatTensorPrimitive>()
+        .unwrap_or_else(|_| unreachable!("B's float primitive is FlexTensor"));
+    Tensor::from_primitive(TensorPrimitive::Float(p))
+}
+
+/// `t` with a row-major layout (copied only if it is a strided view).
+pub(crate) fn contiguous(t: FlexTensor) -> FlexTensor {
+    if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
+/// The f32 values of a contiguous `t`, in row-major order.
+pub(crate) fn slice(t: &FlexTensor) -> &[f32] {
+    let (start, end) = t
+        .layout()
+        .contiguous_offsets()
+        .unwrap_or_else(|| unreachable!("made contiguous first"));
+    &t.storage::<f32>()[start..end]
+}
+
+/// A contiguous f32 tensor of `shape` holding `data`.
+pub(crate) fn tensor_of(data: Vec<f32>, shape: &[usize]) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(shape.to_vec().into()),
+        DType::F32,
+    )
+}
