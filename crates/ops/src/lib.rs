@@ -13,8 +13,8 @@
 //! therefore hands the backend only contiguous tensors, never a mask, and queries padded to a
 //! multiple of [`QUERY_BLOCK`] rows.
 //!
-//! On Flex (CPU), with the default `flex` feature, [`attention`], [`swiglu`], [`rope_pairs`] and
-//! [`RmsNorm`] run this crate's fused, threaded f32 kernels (`flex/`); other backends and half
+//! On Flex (CPU), with the default `flex` feature, [`attention`], [`swiglu`], [`rope_pairs`],
+//! [`RmsNorm`], [`group_norm`] and [`upsample_nearest2x`] run this crate's fused, threaded f32 kernels (`flex/`); other backends and half
 //! precision take the generic Burn code, against which the kernels are tested.
 //!
 //! [`clamp_fp16`] is ComfyUI's overflow guard for f16 activations. (Linear weights are loaded
@@ -23,9 +23,11 @@
 
 #[cfg(feature = "flex")]
 mod flex;
+mod group_norm;
 mod norm;
 mod rope;
 
+pub use group_norm::{group_norm, upsample_nearest2x};
 pub use norm::RmsNorm;
 pub use rope::{apply_rope, rope_pairs, rope_tables};
 

@@ -6,9 +6,8 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::silu;
-use burn::tensor::{FloatDType, Tensor, backend::Backend};
-use sakiko_ops::clamp_fp16;
+use burn::tensor::{Tensor, backend::Backend};
+use sakiko_ops::{clamp_fp16, group_norm};
 
 /// The key naming of a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,14 +118,6 @@ pub(crate) fn conv3<B: Backend>(channels: [usize; 2], device: &B::Device) -> Con
     )
 }
 
-/// GroupNorm over `x` computed in f32 (its parameters stay f32), returned in `x`'s dtype: in
-/// half precision the variance of the VAE's wide activations loses too much.
-pub(crate) fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let dtype = x.dtype();
-    norm.forward(x.cast(FloatDType::F32))
-        .cast(FloatDType::from(dtype))
-}
-
 /// GroupNorm(groups, eps 1e-6, affine).
 pub(crate) fn norm<B: Backend>(groups: usize, channels: usize, device: &B::Device) -> GroupNorm<B> {
     GroupNormConfig::new(groups, channels)
@@ -158,8 +149,8 @@ impl<B: Backend> ResnetBlock<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(silu(group_norm(&self.norm1, x.clone())));
-        let h = self.conv2.forward(silu(group_norm(&self.norm2, h)));
+        let h = self.conv1.forward(group_norm(&self.norm1, x.clone(), true));
+        let h = self.conv2.forward(group_norm(&self.norm2, h, true));
         let x = match &self.nin_shortcut {
             Some(conv) => conv.forward(x),
             None => x,
@@ -194,7 +185,7 @@ impl<B: Backend> AttnBlock<B> {
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
-        let tokens = group_norm(&self.norm, x.clone())
+        let tokens = group_norm(&self.norm, x.clone(), false)
             .reshape([b, c, h * w])
             .swap_dims(1, 2);
         let heads = |t: Tensor<B, 3>| t.reshape([b, 1, h * w, c]);
@@ -207,15 +198,6 @@ impl<B: Backend> AttnBlock<B> {
         let o = self.proj_out.forward(o.reshape([b, h * w, c]));
         clamp_fp16(x + o.swap_dims(1, 2).reshape([b, c, h, w]))
     }
-}
-
-/// Nearest-neighbour ×2 (each pixel repeated into a 2×2 block), exactly `F.interpolate(mode="nearest")`.
-pub(crate) fn upsample_nearest2x<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [b, c, h, w] = x.dims();
-    let x: Tensor<B, 6> = x.reshape([b, c, h, 1, w, 1]);
-    x.repeat_dim(3, 2)
-        .repeat_dim(5, 2)
-        .reshape([b, c, 2 * h, 2 * w])
 }
 
 #[cfg(test)]
@@ -274,23 +256,5 @@ mod tests {
             assert_eq!(Layout::Diffusers.key(bfl, 4), diffusers, "{bfl}");
             assert_eq!(Layout::Bfl.key(bfl, 4), bfl);
         }
-    }
-
-    #[test]
-    fn nearest_upsampling_repeats_pixels() {
-        use burn::backend::Flex;
-        use burn::tensor::TensorData;
-        let x = Tensor::<Flex, 4>::from_data(
-            TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0], [1, 1, 2, 2]),
-            &Default::default(),
-        );
-        let y = upsample_nearest2x(x);
-        assert_eq!(y.dims(), [1, 1, 4, 4]);
-        assert_eq!(
-            y.into_data().to_vec::<f32>().unwrap(),
-            [
-                1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0
-            ]
-        );
     }
 }

@@ -5,13 +5,11 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, PaddingConfig2d};
-use burn::tensor::activation::silu;
 use burn::tensor::{FloatDType, Tensor, backend::Backend};
+use sakiko_ops::{group_norm, upsample_nearest2x};
 use sakiko_weights::{ParamSource, WeightFile, Weights, load_module};
 
-use crate::layers::{
-    AttnBlock, Layout, ResnetBlock, conv, conv3, group_norm, norm, upsample_nearest2x,
-};
+use crate::layers::{AttnBlock, Layout, ResnetBlock, conv, conv3, norm};
 use crate::{VaeConfig, VaeError};
 
 /// Prefixes under which checkpoints store the autoencoder.
@@ -103,7 +101,7 @@ impl<B: Backend> Encoder<B> {
             }
         }
         let h = self.mid.forward(h);
-        let h = self.conv_out.forward(silu(group_norm(&self.norm_out, h)));
+        let h = self.conv_out.forward(group_norm(&self.norm_out, h, true));
         h.narrow(1, 0, self.latent_channels)
     }
 }
@@ -165,7 +163,7 @@ impl<B: Backend> Decoder<B> {
                 h = conv.forward(upsample_nearest2x(h));
             }
         }
-        self.conv_out.forward(silu(group_norm(&self.norm_out, h)))
+        self.conv_out.forward(group_norm(&self.norm_out, h, true))
     }
 }
 

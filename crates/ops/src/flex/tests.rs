@@ -5,8 +5,9 @@ use burn::backend::Flex;
 use burn::module::Param;
 use burn::tensor::{Distribution, Tensor};
 
+use crate::group_norm::{group_norm_generic, upsample_nearest2x_generic};
 use crate::rope::rope_pairs_generic;
-use crate::{RmsNorm, rope_pairs, swiglu, swiglu_generic};
+use crate::{RmsNorm, group_norm, rope_pairs, swiglu, swiglu_generic, upsample_nearest2x};
 
 fn random<const D: usize>(shape: [usize; D]) -> Tensor<Flex, D> {
     Tensor::random(shape, Distribution::Normal(0.0, 2.0), &Default::default())
@@ -61,5 +62,38 @@ fn rms_norm_matches_the_generic_norm() {
         let x4 = random([b, s, 3, d]);
         let diff = max_diff(norm.forward(x4.clone()), norm.generic(x4));
         assert!(diff < 1e-5, "{:?} 4-D: {diff}", [b, s, d]);
+    }
+}
+
+#[test]
+fn group_norm_matches_burn_group_norm() {
+    use burn::nn::GroupNormConfig;
+    let device = Default::default();
+    for (b, c, h, w, groups) in [(1, 8, 5, 7, 4), (2, 64, 16, 16, 32), (1, 6, 1, 1, 3)] {
+        let mut norm = GroupNormConfig::new(groups, c)
+            .with_epsilon(1e-6)
+            .init::<Flex>(&device);
+        norm.gamma = Some(Param::from_tensor(random([c])));
+        norm.beta = Some(Param::from_tensor(random([c])));
+        // Offset values, as the VAE's activations have, test the two-pass variance.
+        let x = random([b, c, h, w]).add_scalar(30.0);
+        for then_silu in [false, true] {
+            let diff = max_diff(
+                group_norm(&norm, x.clone(), then_silu),
+                group_norm_generic(&norm, x.clone(), then_silu),
+            );
+            assert!(diff < 2e-5, "{:?} silu {then_silu}: {diff}", [b, c, h, w]);
+        }
+    }
+}
+
+#[test]
+fn upsampling_matches_the_generic_repeat() {
+    for shape in [[1, 1, 2, 3], [2, 3, 17, 9]] {
+        let x = random(shape);
+        assert_eq!(
+            upsample_nearest2x(x.clone()).into_data(),
+            upsample_nearest2x_generic(x).into_data()
+        );
     }
 }
