@@ -13,9 +13,13 @@ fn random<const D: usize>(shape: [usize; D]) -> Tensor<Flex, D> {
     Tensor::random(shape, Distribution::Normal(0.0, 2.0), &Default::default())
 }
 
+/// The largest difference relative to the reference's largest magnitude (at least 1): the inputs
+/// are unseeded, so bounds must hold for any draw.
 fn max_diff<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b).abs().max().into_scalar()
+    let scale: f32 = b.clone().abs().max().into_scalar();
+    let diff: f32 = (a - b).abs().max().into_scalar();
+    diff / scale.max(1.0)
 }
 
 #[test]
@@ -25,7 +29,7 @@ fn swiglu_matches_silu_times_up() {
         // Large gates of both signs reach exp's clamped range.
         let g = g * 12.0;
         let diff = max_diff(swiglu(g.clone(), u.clone()), swiglu_generic(g, u));
-        assert!(diff < 2e-5, "{shape:?}: {diff}");
+        assert!(diff < 2e-6, "{shape:?}: {diff}");
     }
 }
 
@@ -39,7 +43,7 @@ fn rope_pairs_matches_the_generic_rotation() {
             rope_pairs(x.clone(), &cos, &sin),
             rope_pairs_generic(x, &cos, &sin),
         );
-        assert!(diff < 1e-5, "{:?}: {diff}", [b, s, h, hd]);
+        assert!(diff < 2e-6, "{:?}: {diff}", [b, s, h, hd]);
     }
 }
 
@@ -51,17 +55,17 @@ fn rms_norm_matches_the_generic_norm() {
         norm.weight = Param::from_tensor(random([d]));
         let x = random([b, s, d + 2]).narrow(2, 1, d);
         let diff = max_diff(norm.forward(x.clone()), norm.generic(x.clone()));
-        assert!(diff < 1e-5, "{:?}: {diff}", [b, s, d]);
+        assert!(diff < 2e-6, "{:?}: {diff}", [b, s, d]);
         let scale = random([b, 1, d]);
         let diff = max_diff(
             norm.forward_scaled(x.clone(), scale.clone()),
             norm.generic(x) * scale,
         );
-        assert!(diff < 1e-5, "{:?} scaled: {diff}", [b, s, d]);
+        assert!(diff < 2e-6, "{:?} scaled: {diff}", [b, s, d]);
         // 4-D, as the per-head q/k norms.
         let x4 = random([b, s, 3, d]);
         let diff = max_diff(norm.forward(x4.clone()), norm.generic(x4));
-        assert!(diff < 1e-5, "{:?} 4-D: {diff}", [b, s, d]);
+        assert!(diff < 2e-6, "{:?} 4-D: {diff}", [b, s, d]);
     }
 }
 
@@ -69,20 +73,21 @@ fn rms_norm_matches_the_generic_norm() {
 fn group_norm_matches_burn_group_norm() {
     use burn::nn::GroupNormConfig;
     let device = Default::default();
-    for (b, c, h, w, groups) in [(1, 8, 5, 7, 4), (2, 64, 16, 16, 32), (1, 6, 1, 1, 3)] {
+    for (b, c, h, w, groups) in [(1, 8, 5, 7, 4), (2, 64, 16, 16, 32), (1, 6, 2, 2, 3)] {
         let mut norm = GroupNormConfig::new(groups, c)
             .with_epsilon(1e-6)
             .init::<Flex>(&device);
         norm.gamma = Some(Param::from_tensor(random([c])));
         norm.beta = Some(Param::from_tensor(random([c])));
-        // Offset values, as the VAE's activations have, test the two-pass variance.
-        let x = random([b, c, h, w]).add_scalar(30.0);
+        // Offset values, as the VAE's activations have, test the two-pass variance. (Burn's f32
+        // statistics, the reference, lose digits on offset values: hence 1e-5.)
+        let x = random([b, c, h, w]).add_scalar(5.0);
         for then_silu in [false, true] {
             let diff = max_diff(
                 group_norm(&norm, x.clone(), then_silu),
                 group_norm_generic(&norm, x.clone(), then_silu),
             );
-            assert!(diff < 2e-5, "{:?} silu {then_silu}: {diff}", [b, c, h, w]);
+            assert!(diff < 1e-5, "{:?} silu {then_silu}: {diff}", [b, c, h, w]);
         }
     }
 }
