@@ -9,7 +9,7 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Tensor, TensorData, backend::Backend};
-use sakiko_ops::{apply_rope, clamp_fp16, repeat_kv};
+use sakiko_ops::{apply_rope, clamp_fp16, geglu, repeat_kv};
 use sakiko_weights::{
     HostEmbedding, KeyName, LinearKeys, ParamSource, WeightError, WeightFile, Weights, load_module,
 };
@@ -74,10 +74,7 @@ impl<B: Backend> Norm<B> {
     /// Computed in f32 and returned in the input's dtype, as transformers does: in f16, mean(x²)
     /// of Gemma's residual stream overflows.
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let dtype = x.dtype();
-        let x = x.cast(FloatDType::F32);
-        let rms = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt();
-        ((x / rms) * self.weight.val().add_scalar(1.0).unsqueeze()).cast(FloatDType::from(dtype))
+        sakiko_ops::rms_norm(x, self.weight.val().add_scalar(1.0), self.eps)
     }
 }
 
@@ -429,9 +426,10 @@ impl<B: Backend> Gemma2<B> {
                 .forward(clamp_fp16(layer.self_attn.o_proj.forward(a))),
         );
         let u = layer.pre_feedforward_layernorm.forward(x.clone());
-        let f = layer.mlp.down_proj.forward(
-            gelu_tanh(layer.mlp.gate_proj.forward(u.clone())) * layer.mlp.up_proj.forward(u),
-        );
+        let f = layer.mlp.down_proj.forward(geglu(
+            layer.mlp.gate_proj.forward(u.clone()),
+            layer.mlp.up_proj.forward(u),
+        ));
         clamp_fp16(x + layer.post_feedforward_layernorm.forward(clamp_fp16(f)))
     }
 }
@@ -517,14 +515,6 @@ fn detect_config(file: &WeightFile, w: &Weights<'_>) -> Result<Gemma2Config, Gem
 /// Refuses compute dtypes other than f32/bf16/f16, and those the device lacks.
 fn check_dtype<B: Backend>(dtype: FloatDType, device: &B::Device) -> Result<(), GemmaError> {
     sakiko_ops::check_compute_dtype::<B>(dtype, device).map_err(GemmaError::Unsupported)
-}
-
-/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (`gelu_pytorch_tanh`).
-fn gelu_tanh<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
-    // x·x·x rather than `powi_scalar(3)`, which Flex computes with a scalar `powf` per element.
-    let inner = (x.clone() + (x.clone() * x.clone() * x.clone()).mul_scalar(0.044715))
-        .mul_scalar((2.0 / std::f32::consts::PI).sqrt());
-    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
 }
 
 /// Causal mask with padding (and optionally a sliding window): `[B, H, L, L]`, true = ignore.

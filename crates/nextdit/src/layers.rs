@@ -212,20 +212,25 @@ impl<B: Backend> Block<B> {
                     rope,
                     seq_lens,
                 );
-                let x = x + chunk(1).tanh() * self.attention_norm2.forward(clamp_fp16(a));
+                let x =
+                    self.attention_norm2
+                        .forward_residual(x, clamp_fp16(a), Some(chunk(1).tanh()));
                 let f = self.feed_forward.forward(
                     self.ffn_norm1
                         .forward_scaled(x.clone(), chunk(2).add_scalar(1.0)),
                 );
-                x + chunk(3).tanh() * self.ffn_norm2.forward(clamp_fp16(f))
+                self.ffn_norm2
+                    .forward_residual(x, clamp_fp16(f), Some(chunk(3).tanh()))
             }
             None => {
                 let a =
                     self.attention
                         .forward(self.attention_norm1.forward(x.clone()), rope, seq_lens);
-                let x = x + self.attention_norm2.forward(clamp_fp16(a));
+                let x = self
+                    .attention_norm2
+                    .forward_residual(x, clamp_fp16(a), None);
                 let f = self.feed_forward.forward(self.ffn_norm1.forward(x.clone()));
-                x + self.ffn_norm2.forward(clamp_fp16(f))
+                self.ffn_norm2.forward_residual(x, clamp_fp16(f), None)
             }
         }
     }

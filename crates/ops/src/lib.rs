@@ -13,8 +13,8 @@
 //! therefore hands the backend only contiguous tensors, never a mask, and queries padded to a
 //! multiple of [`QUERY_BLOCK`] rows.
 //!
-//! On Flex (CPU), with the default `flex` feature, [`attention`], [`swiglu`], [`rope_pairs`],
-//! [`RmsNorm`], [`group_norm`] and [`upsample_nearest2x`] run this crate's fused, threaded f32 kernels (`flex/`); other backends and half
+//! On Flex (CPU), with the default `flex` feature, [`attention`], [`swiglu`], [`geglu`],
+//! [`rope_pairs`], [`rms_norm`] / [`RmsNorm`], [`group_norm`] and [`upsample_nearest2x`] run this crate's fused, threaded f32 kernels (`flex/`); other backends and half
 //! precision take the generic Burn code, against which the kernels are tested.
 //!
 //! [`clamp_fp16`] is ComfyUI's overflow guard for f16 activations. (Linear weights are loaded
@@ -28,7 +28,7 @@ mod norm;
 mod rope;
 
 pub use group_norm::{group_norm, upsample_nearest2x};
-pub use norm::RmsNorm;
+pub use norm::{RmsNorm, rms_norm};
 pub use rope::{apply_rope, rope_pairs, rope_tables};
 
 use burn::tensor::module;
@@ -144,6 +144,31 @@ pub(crate) fn swiglu_generic<B: Backend, const D: usize>(
     up: Tensor<B, D>,
 ) -> Tensor<B, D> {
     burn::tensor::activation::silu(gate) * up
+}
+
+/// Gemma's gated GELU, `gelu_tanh(gate) · up` element-wise, with PyTorch's tanh approximation
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))` (`gelu_pytorch_tanh`); one fused pass on Flex.
+///
+/// # Shapes
+/// `gate`, `up`: the same shape, returned.
+pub fn geglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    if flex::fast::<B>(gate.dtype()) && up.dtype() == gate.dtype() && up.dims() == gate.dims() {
+        return flex::geglu(gate, up);
+    }
+    geglu_generic(gate, up)
+}
+
+/// [`geglu`] in Burn ops, for every backend.
+pub(crate) fn geglu_generic<B: Backend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let x = gate;
+    // x·x·x rather than `powi_scalar(3)`, which Flex computes with a scalar `powf` per element.
+    let inner = (x.clone() + (x.clone() * x.clone() * x.clone()).mul_scalar(0.044715))
+        .mul_scalar((2.0 / std::f32::consts::PI).sqrt());
+    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0) * up
 }
 
 /// Repeats each key/value head `groups` times, consecutive copies together (query head `i` uses

@@ -1,4 +1,5 @@
-//! RMSNorm with a plain gain, shared by NextDiT and Qwen3.
+//! RMSNorm: the module with a plain gain (NextDiT, Qwen3), and the function behind it, which
+//! Gemma's `1 + w` norm calls too.
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
@@ -23,11 +24,7 @@ impl<B: Backend> RmsNorm<B> {
 
     /// Normalises the last dimension (one fused pass on Flex in f32).
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        #[cfg(feature = "flex")]
-        if self.fast(x.dtype()) {
-            return crate::flex::rms_norm(x, self.weight.val(), self.eps, None);
-        }
-        self.generic(x)
+        rms_norm(x, self.weight.val(), self.eps)
     }
 
     /// `forward(x) · scale`, with one scale row per sample (adaLN modulation: `scale` is
@@ -37,30 +34,77 @@ impl<B: Backend> RmsNorm<B> {
     /// `x`: `[B, S, D]`; `scale`: `[B, 1, D]`; returns `[B, S, D]`.
     pub fn forward_scaled(&self, x: Tensor<B, 3>, scale: Tensor<B, 3>) -> Tensor<B, 3> {
         #[cfg(feature = "flex")]
-        if self.fast(x.dtype())
-            && scale.dtype() == x.dtype()
-            && scale.dims() == [x.dims()[0], 1, x.dims()[2]]
-        {
-            return crate::flex::rms_norm(x, self.weight.val(), self.eps, Some(scale));
+        if fast(&x, &self.weight.val(), Some(&scale), None) {
+            return crate::flex::rms_norm(x, self.weight.val(), self.eps, Some(scale), None);
         }
         self.forward(x) * scale
     }
 
-    #[cfg(feature = "flex")]
-    fn fast(&self, dtype: burn::tensor::DType) -> bool {
-        crate::flex::fast::<B>(dtype) && self.weight.val().dtype() == dtype
+    /// `residual + gate · forward(x)` (a sandwich norm's output added to the residual stream,
+    /// gated per sample by `tanh(gate_msa)` in modulated blocks); one fused pass on Flex in f32.
+    ///
+    /// # Shapes
+    /// `residual`, `x`: `[B, S, D]`; `gate`: `[B, 1, D]`; returns `[B, S, D]`.
+    pub fn forward_residual(
+        &self,
+        residual: Tensor<B, 3>,
+        x: Tensor<B, 3>,
+        gate: Option<Tensor<B, 3>>,
+    ) -> Tensor<B, 3> {
+        #[cfg(feature = "flex")]
+        if fast(&x, &self.weight.val(), gate.as_ref(), Some(&residual)) {
+            return crate::flex::rms_norm(x, self.weight.val(), self.eps, gate, Some(residual));
+        }
+        match gate {
+            Some(gate) => residual + gate * self.forward(x),
+            None => residual + self.forward(x),
+        }
     }
+}
 
-    /// [`Self::forward`] in Burn ops, for every backend.
-    pub(crate) fn generic<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let dtype = x.dtype();
-        let x = x.cast(FloatDType::F32);
-        let rms = x
-            .clone()
-            .square()
-            .mean_dim(D - 1)
-            .add_scalar(self.eps)
-            .sqrt();
-        ((x / rms) * self.weight.val().unsqueeze()).cast(FloatDType::from(dtype))
+/// `x · rsqrt(mean(x²) + eps) · gain` over the last dimension, computed in f32 and returned in
+/// `x`'s dtype; one fused pass on Flex in f32.
+///
+/// # Shapes
+/// `x`: `[…, D]`; `gain`: `[D]`; returns `x`'s shape.
+pub fn rms_norm<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gain: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    if fast(&x, &gain, None, None) {
+        return crate::flex::rms_norm(x, gain, eps, None, None);
     }
+    rms_norm_generic(x, gain, eps)
+}
+
+/// [`rms_norm`] in Burn ops, for every backend.
+pub(crate) fn rms_norm_generic<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+    gain: Tensor<B, 1>,
+    eps: f64,
+) -> Tensor<B, D> {
+    let dtype = x.dtype();
+    let x = x.cast(FloatDType::F32);
+    let rms = x.clone().square().mean_dim(D - 1).add_scalar(eps).sqrt();
+    ((x / rms) * gain.unsqueeze()).cast(FloatDType::from(dtype))
+}
+
+/// Whether the Flex kernel takes these operands: f32 throughout, a per-sample `[B, 1, D]` scale
+/// and a residual of `x`'s shape.
+#[cfg(feature = "flex")]
+fn fast<B: Backend, const D: usize>(
+    x: &Tensor<B, D>,
+    gain: &Tensor<B, 1>,
+    scale: Option<&Tensor<B, 3>>,
+    residual: Option<&Tensor<B, D>>,
+) -> bool {
+    let dims = x.dims();
+    crate::flex::fast::<B>(x.dtype())
+        && gain.dtype() == x.dtype()
+        && scale.is_none_or(|s| {
+            s.dtype() == x.dtype() && D == 3 && s.dims() == [dims[0], 1, dims[D - 1]]
+        })
+        && residual.is_none_or(|r| r.dtype() == x.dtype() && r.dims() == dims)
 }

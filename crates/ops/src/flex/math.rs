@@ -36,6 +36,32 @@ fn swiglu_chunk(out: &mut [f32], gate: &[f32], up: &[f32]) {
     }
 }
 
+/// `gelu_tanh(gate) · up`, element-wise (shapes equal).
+pub(crate) fn geglu<B: Backend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let shape = gate.dims();
+    let (gate, up) = (contiguous(into_flex(gate)), contiguous(into_flex(up)));
+    let (g, u) = (slice(&gate), slice(&up));
+    let mut out = vec![0f32; g.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
+        .for_each(|(o, (g, u))| geglu_chunk(o, g, u));
+    from_flex(tensor_of(out, &shape))
+}
+
+/// `0.5·x·(1 + tanh(u))` computed as `x · sigmoid(2u)`, the same value without the cancellation
+/// of `1 + tanh` for negative `u`.
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
+fn geglu_chunk(out: &mut [f32], gate: &[f32], up: &[f32]) {
+    let k = (2.0 / std::f32::consts::PI).sqrt();
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        let inner = k * (g + 0.044715 * g * g * g);
+        *o = g / (1.0 + exp(-2.0 * inner)) * u;
+    }
+}
+
 /// NextDiT's RoPE: adjacent pairs `(x[2k], x[2k+1])` of `x` `[B, S, H, hd]` rotated by the angles
 /// of `cos`/`sin` `[B, S, 1, hd/2]`.
 pub(crate) fn rope_pairs<B: Backend>(
@@ -84,42 +110,51 @@ fn rotate_pairs(out: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// `x · rsqrt(mean(x²) + eps) · weight` over the last dimension, times `scale[b]` for the rows of
-/// sample `b` when given.
+/// `residual + x · rsqrt(mean(x²) + eps) · weight · scale[b]` over the last dimension, for the
+/// rows of sample `b`, with `scale` and `residual` optional.
 ///
 /// # Shapes
-/// `x`: `[B, …, D]`; `weight`: `[D]`; `scale`: `[B, 1, D]`.
+/// `x`, `residual`: `[B, …, D]`; `weight`: `[D]`; `scale`: `[B, 1, D]`.
 pub(crate) fn rms_norm<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     weight: Tensor<B, 1>,
     eps: f64,
     scale: Option<Tensor<B, 3>>,
+    residual: Option<Tensor<B, D>>,
 ) -> Tensor<B, D> {
     let shape = x.dims();
     let dim = shape[D - 1];
     let x = contiguous(into_flex(x));
     let weight = contiguous(into_flex(weight));
     let scale = scale.map(|s| contiguous(into_flex(s)));
+    let residual = residual.map(|r| contiguous(into_flex(r)));
     let (xs, w) = (slice(&x), slice(&weight));
-    let scale = scale.as_ref().map(slice);
-    let rows_per_sample = xs.len() / dim / shape[0].max(1);
+    let (scale, residual) = (scale.as_ref().map(slice), residual.as_ref().map(slice));
+    let rows_per_sample = (xs.len() / dim / shape[0].max(1)).max(1);
     let mut out = vec![0f32; xs.len()];
-    let rows = (CHUNK / dim).max(1);
-    out.par_chunks_mut(rows * dim)
-        .zip(xs.par_chunks(rows * dim))
+    let per_task = (CHUNK / dim).max(1);
+    out.par_chunks_mut(per_task * dim)
+        .zip(xs.par_chunks(per_task * dim))
         .enumerate()
         .for_each(|(task, (o, x))| {
-            for (r, (o, x)) in o.chunks_exact_mut(dim).zip(x.chunks_exact(dim)).enumerate() {
-                let sample = (task * rows + r) / rows_per_sample.max(1);
-                let scale = scale.map(|s| &s[sample * dim..(sample + 1) * dim]);
-                rms_norm_row(o, x, w, scale, eps as f32);
+            let rows = o.chunks_exact_mut(dim).zip(x.chunks_exact(dim));
+            for (r, (o, x)) in rows.enumerate() {
+                let row = task * per_task + r;
+                let sample = row / rows_per_sample;
+                rms_norm_row(o, x, w, eps as f32);
+                if let Some(s) = scale {
+                    mul_assign(o, &s[sample * dim..(sample + 1) * dim]);
+                }
+                if let Some(res) = residual {
+                    add_assign(o, &res[row * dim..(row + 1) * dim]);
+                }
             }
         });
     from_flex(tensor_of(out, &shape))
 }
 
 #[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
-fn rms_norm_row(out: &mut [f32], x: &[f32], weight: &[f32], scale: Option<&[f32]>, eps: f32) {
+fn rms_norm_row(out: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
     let mut sums = [0f32; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
@@ -129,18 +164,19 @@ fn rms_norm_row(out: &mut [f32], x: &[f32], weight: &[f32], scale: Option<&[f32]
     }
     let squares = sums.iter().sum::<f32>() + chunks.remainder().iter().map(|v| v * v).sum::<f32>();
     let inv = 1.0 / (squares / x.len() as f32 + eps).sqrt();
-    match scale {
-        Some(s) => {
-            for (((o, &x), &w), &s) in out.iter_mut().zip(x).zip(weight).zip(s) {
-                *o = x * inv * w * s;
-            }
-        }
-        None => {
-            for ((o, &x), &w) in out.iter_mut().zip(x).zip(weight) {
-                *o = x * inv * w;
-            }
-        }
+    for ((o, &x), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = x * inv * w;
     }
+}
+
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
+fn mul_assign(out: &mut [f32], by: &[f32]) {
+    out.iter_mut().zip(by).for_each(|(o, &b)| *o *= b);
+}
+
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
+fn add_assign(out: &mut [f32], add: &[f32]) {
+    out.iter_mut().zip(add).for_each(|(o, &a)| *o += a);
 }
 
 /// Replaces a row of scores by `exp(x − max)` and returns their sum (the softmax denominator).

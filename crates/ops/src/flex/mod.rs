@@ -2,7 +2,7 @@
 //!
 //! Flex runs each Burn op as its own pass over memory, with scalar `exp`/`tanh`, and falls back
 //! to a generic strided iterator for broadcasts and views. The hot spots of our models (attention,
-//! RoPE, RMSNorm, SwiGLU, GroupNorm + SiLU, upsampling) are therefore written here once as fused, threaded kernels over f32
+//! RoPE, RMSNorm, SwiGLU, GeGLU, GroupNorm + SiLU, upsampling) are therefore written here once as fused, threaded kernels over f32
 //! slices. Each public op in this crate calls [`fast`] first: on Flex with f32 tensors it gets the
 //! tensors' storage, otherwise the caller runs the generic Burn code, which every other backend
 //! (and half precision on Flex) takes. Every kernel is tested against that generic path.
@@ -18,7 +18,7 @@ mod tests;
 
 pub(crate) use attention::attention;
 pub(crate) use image::{group_norm, upsample_nearest2x};
-pub(crate) use math::{rms_norm, rope_pairs, swiglu};
+pub(crate) use math::{geglu, rms_norm, rope_pairs, swiglu};
 
 use std::any::{Any, TypeId};
 

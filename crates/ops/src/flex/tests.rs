@@ -6,8 +6,12 @@ use burn::module::Param;
 use burn::tensor::{Distribution, Tensor};
 
 use crate::group_norm::{group_norm_generic, upsample_nearest2x_generic};
+use crate::norm::rms_norm_generic;
 use crate::rope::rope_pairs_generic;
-use crate::{RmsNorm, group_norm, rope_pairs, swiglu, swiglu_generic, upsample_nearest2x};
+use crate::{
+    RmsNorm, geglu, geglu_generic, group_norm, rope_pairs, swiglu, swiglu_generic,
+    upsample_nearest2x,
+};
 
 fn random<const D: usize>(shape: [usize; D]) -> Tensor<Flex, D> {
     Tensor::random(shape, Distribution::Normal(0.0, 2.0), &Default::default())
@@ -34,6 +38,15 @@ fn swiglu_matches_silu_times_up() {
 }
 
 #[test]
+fn geglu_matches_gelu_tanh_times_up() {
+    for shape in [[2, 70, 48], [1, 1, 5], [3, 257, 129]] {
+        let (g, u) = (random(shape) * 4.0, random(shape));
+        let diff = max_diff(geglu(g.clone(), u.clone()), geglu_generic(g, u));
+        assert!(diff < 2e-6, "{shape:?}: {diff}");
+    }
+}
+
+#[test]
 fn rope_pairs_matches_the_generic_rotation() {
     for (b, s, h, hd) in [(2, 37, 3, 16), (1, 300, 4, 8), (3, 5, 1, 2)] {
         // x as NextDiT hands it over: heads of a wider projection, a strided view.
@@ -54,17 +67,31 @@ fn rms_norm_matches_the_generic_norm() {
         let mut norm = RmsNorm::<Flex>::init(d, 1e-5, &device);
         norm.weight = Param::from_tensor(random([d]));
         let x = random([b, s, d + 2]).narrow(2, 1, d);
-        let diff = max_diff(norm.forward(x.clone()), norm.generic(x.clone()));
+        let generic = |x| rms_norm_generic(x, norm.weight.val(), 1e-5);
+        let diff = max_diff(norm.forward(x.clone()), generic(x.clone()));
         assert!(diff < 2e-6, "{:?}: {diff}", [b, s, d]);
         let scale = random([b, 1, d]);
         let diff = max_diff(
             norm.forward_scaled(x.clone(), scale.clone()),
-            norm.generic(x) * scale,
+            generic(x.clone()) * scale.clone(),
         );
         assert!(diff < 2e-6, "{:?} scaled: {diff}", [b, s, d]);
+        let residual = random([b, s, d]);
+        for gate in [Some(scale), None] {
+            let want = match gate.clone() {
+                Some(g) => residual.clone() + g * generic(x.clone()),
+                None => residual.clone() + generic(x.clone()),
+            };
+            let got = norm.forward_residual(residual.clone(), x.clone(), gate);
+            let diff = max_diff(got, want);
+            assert!(diff < 2e-6, "{:?} residual: {diff}", [b, s, d]);
+        }
         // 4-D, as the per-head q/k norms.
         let x4 = random([b, s, 3, d]);
-        let diff = max_diff(norm.forward(x4.clone()), norm.generic(x4));
+        let diff = max_diff(
+            norm.forward(x4.clone()),
+            rms_norm_generic(x4, norm.weight.val(), 1e-5),
+        );
         assert!(diff < 2e-6, "{:?} 4-D: {diff}", [b, s, d]);
     }
 }
