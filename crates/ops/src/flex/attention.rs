@@ -6,8 +6,9 @@
 //! views where they lie (any strides with a contiguous head dimension), serves each KV head's
 //! query group without repeating K/V, stops at each sample's valid keys, and writes the output
 //! `[B, S, H, D]` in the layout the output projection reads, so the caller's transpose is free.
-//! Work is split over Flex's rayon pool by (sample, head, block of query rows); each block is two
-//! `gemm` calls (the crate Flex's own matmul uses) around a softmax with a vectorised `exp`.
+//! Work is split over Flex's rayon pool by (sample, block of query rows), all heads per task, so
+//! each task owns one contiguous piece of the output; per head, a block is two `gemm` calls (the
+//! crate Flex's own matmul uses) around a softmax with a vectorised `exp`.
 //! No crate offers this for Burn tensors, hence the hand-written kernel; it is tested against the
 //! backend's generic attention (`tests/attention.rs`).
 //!
