@@ -19,14 +19,7 @@ pub(crate) fn swiglu<B: Backend, const D: usize>(
     gate: Tensor<B, D>,
     up: Tensor<B, D>,
 ) -> Tensor<B, D> {
-    let shape = gate.dims();
-    let (gate, up) = (contiguous(into_flex(gate)), contiguous(into_flex(up)));
-    let (g, u) = (slice(&gate), slice(&up));
-    let mut out = vec![0f32; g.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
-        .for_each(|(o, (g, u))| swiglu_chunk(o, g, u));
-    from_flex(tensor_of(out, &shape))
+    gated(gate, up, swiglu_chunk)
 }
 
 #[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
@@ -41,13 +34,22 @@ pub(crate) fn geglu<B: Backend, const D: usize>(
     gate: Tensor<B, D>,
     up: Tensor<B, D>,
 ) -> Tensor<B, D> {
+    gated(gate, up, geglu_chunk)
+}
+
+/// `chunk(out, gate, up)` over equal-shaped `gate` and `up`, in parallel pieces.
+fn gated<B: Backend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+    chunk: fn(&mut [f32], &[f32], &[f32]),
+) -> Tensor<B, D> {
     let shape = gate.dims();
     let (gate, up) = (contiguous(into_flex(gate)), contiguous(into_flex(up)));
     let (g, u) = (slice(&gate), slice(&up));
     let mut out = vec![0f32; g.len()];
     out.par_chunks_mut(CHUNK)
         .zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK)))
-        .for_each(|(o, (g, u))| geglu_chunk(o, g, u));
+        .for_each(|(o, (g, u))| chunk(o, g, u));
     from_flex(tensor_of(out, &shape))
 }
 
