@@ -225,7 +225,8 @@ pub(crate) fn exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0;
     let x = if x > -87.3 { x } else { -87.3 };
     let x = if x < 88.0 { x } else { 88.0 };
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -233,8 +234,10 @@ pub(crate) fn exp(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    // 2ⁿ from its exponent bits; n ∈ [−126, 127] here.
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2ⁿ from its exponent bits; n ∈ [−126, 127] here. `t`'s low mantissa bits already hold n
+    // (its bits are ROUND's plus n), so integer arithmetic gets there: `n as i32` would saturate
+    // and check for NaN one lane at a time, which kept this loop scalar (9 % of a CFG step).
+    p * f32::from_bits(t.to_bits().wrapping_add(127).wrapping_sub(ROUND.to_bits()) << 23)
 }
 
 #[cfg(test)]
