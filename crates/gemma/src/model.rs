@@ -403,12 +403,21 @@ impl<B: Backend> Gemma2<B> {
             t.reshape([b, l, n, hd]).swap_dims(1, 2)
         };
         let rotate = |t| apply_rope(t, cos, sin);
-        let q = rotate(split(layer.self_attn.q_proj.forward(u.clone()), heads));
+        let q = rotate(split(
+            sakiko_ops::linear(&layer.self_attn.q_proj, u.clone()),
+            heads,
+        ));
         let k = repeat_kv(
-            rotate(split(layer.self_attn.k_proj.forward(u.clone()), kv)),
+            rotate(split(
+                sakiko_ops::linear(&layer.self_attn.k_proj, u.clone()),
+                kv,
+            )),
             heads / kv,
         );
-        let v = repeat_kv(split(layer.self_attn.v_proj.forward(u), kv), heads / kv);
+        let v = repeat_kv(
+            split(sakiko_ops::linear(&layer.self_attn.v_proj, u), kv),
+            heads / kv,
+        );
         let options = AttentionModuleOptions {
             scale: Some(c.query_pre_attn_scalar.powf(-0.5)),
             softcap,
@@ -423,13 +432,16 @@ impl<B: Backend> Gemma2<B> {
         let x = clamp_fp16(
             x + layer
                 .post_attention_layernorm
-                .forward(clamp_fp16(layer.self_attn.o_proj.forward(a))),
+                .forward(clamp_fp16(sakiko_ops::linear(&layer.self_attn.o_proj, a))),
         );
         let u = layer.pre_feedforward_layernorm.forward(x.clone());
-        let f = layer.mlp.down_proj.forward(geglu(
-            layer.mlp.gate_proj.forward(u.clone()),
-            layer.mlp.up_proj.forward(u),
-        ));
+        let f = sakiko_ops::linear(
+            &layer.mlp.down_proj,
+            geglu(
+                sakiko_ops::linear(&layer.mlp.gate_proj, u.clone()),
+                sakiko_ops::linear(&layer.mlp.up_proj, u),
+            ),
+        );
         clamp_fp16(x + layer.post_feedforward_layernorm.forward(clamp_fp16(f)))
     }
 }

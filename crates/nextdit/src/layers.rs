@@ -121,7 +121,7 @@ impl<B: Backend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [b, s, _] = x.dims();
         let (h, kv) = (self.heads, self.kv_heads);
-        let qkv = self.qkv.forward(x);
+        let qkv = sakiko_ops::linear(&self.qkv, x);
         let hd = qkv.dims()[2] / (h + 2 * kv);
         let q = self
             .q_norm
@@ -141,7 +141,7 @@ impl<B: Backend> Attention<B> {
             v.swap_dims(1, 2),
             seq_lens,
         );
-        self.out.forward(o.swap_dims(1, 2).reshape([b, s, h * hd]))
+        sakiko_ops::linear(&self.out, o.swap_dims(1, 2).reshape([b, s, h * hd]))
     }
 }
 
@@ -155,8 +155,13 @@ pub struct FeedForward<B: Backend> {
 
 impl<B: Backend> FeedForward<B> {
     fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.w2
-            .forward(swiglu(self.w1.forward(x.clone()), self.w3.forward(x)))
+        sakiko_ops::linear(
+            &self.w2,
+            swiglu(
+                sakiko_ops::linear(&self.w1, x.clone()),
+                sakiko_ops::linear(&self.w3, x),
+            ),
+        )
     }
 }
 
@@ -203,7 +208,7 @@ impl<B: Backend> Block<B> {
         match &self.ada_ln_modulation {
             Some(ada) => {
                 // Chunk order: scale_msa, gate_msa, scale_mlp, gate_mlp.
-                let e: Tensor<B, 3> = ada.forward(silu_temb.clone()).unsqueeze_dim(1);
+                let e: Tensor<B, 3> = sakiko_ops::linear(ada, silu_temb.clone()).unsqueeze_dim(1);
                 let d = e.dims()[2] / 4;
                 let chunk = |i: usize| e.clone().narrow(2, i * d, d);
                 let a = self.attention.forward(

@@ -313,16 +313,18 @@ impl<B: Backend> NextDit<B> {
         let n_img = hp * wp;
 
         // Timestep and caption embeddings.
-        let temb = self.t_embedder.mlp_2.forward(silu(
-            self.t_embedder
-                .mlp_0
-                .forward(timestep_features::<B>(t, &device).cast(dt)),
-        ));
+        let temb = sakiko_ops::linear(
+            &self.t_embedder.mlp_2,
+            silu(sakiko_ops::linear(
+                &self.t_embedder.mlp_0,
+                timestep_features::<B>(t, &device).cast(dt),
+            )),
+        );
         let silu_temb = silu(temb);
-        let cap = self
-            .cap_embedder
-            .linear
-            .forward(self.cap_embedder.norm.forward(cap.cast(dt)));
+        let cap = sakiko_ops::linear(
+            &self.cap_embedder.linear,
+            self.cap_embedder.norm.forward(cap.cast(dt)),
+        );
         let mut record = |name: String, v: &Tensor<B, 3>| {
             if let Some(tr) = trace.as_deref_mut() {
                 tr.push((name, v.clone().cast(FloatDType::F32)));
@@ -334,7 +336,7 @@ impl<B: Backend> NextDit<B> {
         let tokens = tokens
             .permute([0, 2, 4, 3, 5, 1])
             .reshape([b, n_img, p * p * ch]);
-        let mut img = self.x_embedder.forward(tokens);
+        let mut img = sakiko_ops::linear(&self.x_embedder, tokens);
         record("x_embedder".into(), &img);
 
         // Context refiner: captions alone, padded keys ignored.
@@ -402,15 +404,9 @@ impl<B: Backend> NextDit<B> {
         let centred = joint - mean;
         let var = centred.clone().square().mean_dim(2);
         let normed = (centred / var.add_scalar(1e-6).sqrt()).cast(dt);
-        let scale: Tensor<B, 3> = self
-            .final_layer
-            .ada_ln_modulation
-            .forward(silu_temb)
-            .unsqueeze_dim(1);
-        let y = self
-            .final_layer
-            .linear
-            .forward(normed * scale.add_scalar(1.0))
+        let scale: Tensor<B, 3> =
+            sakiko_ops::linear(&self.final_layer.ada_ln_modulation, silu_temb).unsqueeze_dim(1);
+        let y = sakiko_ops::linear(&self.final_layer.linear, normed * scale.add_scalar(1.0))
             .cast(FloatDType::F32);
 
         // Unpatchify each sample's image tokens.

@@ -13,9 +13,10 @@
 //! therefore hands the backend only contiguous tensors, never a mask, and queries padded to a
 //! multiple of [`QUERY_BLOCK`] rows.
 //!
-//! On Flex (CPU), with the default `flex` feature, [`attention`], [`swiglu`], [`geglu`],
-//! [`rope_pairs`], [`rms_norm`] / [`RmsNorm`], [`group_norm`] and [`upsample_nearest2x`] run this crate's fused, threaded f32 kernels (`flex/`); other backends and half
-//! precision take the generic Burn code, against which the kernels are tested.
+//! On Flex (CPU), with the default `flex` feature, [`linear`], [`attention`], [`swiglu`],
+//! [`geglu`], [`rope_pairs`], [`rms_norm`] / [`RmsNorm`], [`group_norm`] and
+//! [`upsample_nearest2x`] run this crate's fused, threaded f32 kernels (`flex/`); other backends
+//! and half precision take the generic Burn code, against which the kernels are tested.
 //!
 //! [`clamp_fp16`] is ComfyUI's overflow guard for f16 activations. (Linear weights are loaded
 //! row-major `[in, out]` by `sakiko_weights::load_module`, never as transposed views, which Burn
@@ -124,6 +125,36 @@ pub fn attention<B: Backend>(
         start = end;
     }
     Tensor::cat(out, 0)
+}
+
+/// A linear layer, `x·W + b` ([`Linear::forward`](burn::nn::Linear::forward)); on Flex one
+/// threaded GEMM split by output columns, with the bias fused in.
+///
+/// # Shapes
+/// `x`: `[..., d_input]`, returns `[..., d_output]`.
+///
+/// # Example
+/// ```
+/// use burn::backend::Flex;
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::{Distribution, Tensor};
+///
+/// let device = Default::default();
+/// let layer = LinearConfig::new(8, 16).init::<Flex>(&device);
+/// let x = Tensor::<Flex, 3>::random([2, 5, 8], Distribution::Normal(0.0, 1.0), &device);
+/// let y = sakiko_ops::linear(&layer, x.clone());
+/// assert!(y.all_close(layer.forward(x), None, Some(1e-5)));
+/// ```
+pub fn linear<B: Backend, const D: usize>(
+    layer: &burn::nn::Linear<B>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    #[cfg(feature = "flex")]
+    let x = match flex::linear(layer, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    layer.forward(x)
 }
 
 /// SwiGLU's gating, `silu(gate) · up` element-wise (one fused pass on Flex).

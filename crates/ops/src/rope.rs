@@ -28,13 +28,35 @@ pub fn rope_tables<B: Backend>(
 }
 
 /// Applies rotate-half RoPE: `x·cos + rotate_half(x)·sin`, where `rotate_half` of the halves
-/// `(a, b)` is `(−b, a)`.
+/// `(a, b)` is `(−b, a)`; one fused pass on Flex.
 ///
 /// # Shapes
 /// - `x`: `[B, H, L, head_dim]`
 /// - `cos`, `sin`: `[1, 1, L, head_dim]` (from [`rope_tables`])
 /// - returns `[B, H, L, head_dim]`
 pub fn apply_rope<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    if crate::flex::fast::<B>(x.dtype())
+        && cos.dtype() == x.dtype()
+        && sin.dtype() == x.dtype()
+        && cos.dims() == {
+            let [_, _, l, hd] = x.dims();
+            [1, 1, l, hd]
+        }
+        && sin.dims() == cos.dims()
+        && x.dims()[3].is_multiple_of(2)
+    {
+        return crate::flex::rope_half(x, cos, sin);
+    }
+    apply_rope_generic(x, cos, sin)
+}
+
+/// [`apply_rope`] in Burn ops, for every backend.
+pub(crate) fn apply_rope_generic<B: Backend>(
     x: Tensor<B, 4>,
     cos: &Tensor<B, 4>,
     sin: &Tensor<B, 4>,

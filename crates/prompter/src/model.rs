@@ -219,10 +219,7 @@ impl<B: Backend> Qwen3<B> {
     ) -> Result<Tensor<B, 2>, PrompterError> {
         let x = self.hidden(ids, cache)?;
         let [_, l, h] = x.dims();
-        Ok(self
-            .lm_head
-            .forward(x.reshape([l, h]))
-            .cast(FloatDType::F32))
+        Ok(sakiko_ops::linear(&self.lm_head, x.reshape([l, h])).cast(FloatDType::F32))
     }
 
     /// Runs `ids` after the cached tokens and returns the logits of the last one only (the head
@@ -235,7 +232,7 @@ impl<B: Backend> Qwen3<B> {
         let x = self.hidden(ids, cache)?;
         let [_, l, h] = x.dims();
         let last = x.narrow(1, l - 1, 1).reshape([1, h]);
-        let logits = self.lm_head.forward(last).cast(FloatDType::F32);
+        let logits = sakiko_ops::linear(&self.lm_head, last).cast(FloatDType::F32);
         logits
             .into_data()
             .into_vec::<f32>()
@@ -306,17 +303,17 @@ impl<B: Backend> Qwen3<B> {
         // The per-head q/k norms (over head_dim), then RoPE.
         let q = apply_rope(
             attn.q_norm
-                .forward(split(attn.q_proj.forward(u.clone()), heads)),
+                .forward(split(sakiko_ops::linear(&attn.q_proj, u.clone()), heads)),
             cos,
             sin,
         );
         let k = apply_rope(
             attn.k_norm
-                .forward(split(attn.k_proj.forward(u.clone()), kv)),
+                .forward(split(sakiko_ops::linear(&attn.k_proj, u.clone()), kv)),
             cos,
             sin,
         );
-        let v = split(attn.v_proj.forward(u), kv);
+        let v = split(sakiko_ops::linear(&attn.v_proj, u), kv);
         let (k, v) = match slot.take() {
             Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
             None => (k, v),
@@ -347,12 +344,15 @@ impl<B: Backend> Qwen3<B> {
             .cast(FloatDType::from(x.dtype()))
             .swap_dims(1, 2)
             .reshape([b, l, heads * hd]);
-        let x = clamp_fp16(x + attn.o_proj.forward(a));
+        let x = clamp_fp16(x + sakiko_ops::linear(&attn.o_proj, a));
         let u = layer.post_attention_layernorm.forward(x.clone());
-        let f = layer.mlp.down_proj.forward(swiglu(
-            layer.mlp.gate_proj.forward(u.clone()),
-            layer.mlp.up_proj.forward(u),
-        ));
+        let f = sakiko_ops::linear(
+            &layer.mlp.down_proj,
+            swiglu(
+                sakiko_ops::linear(&layer.mlp.gate_proj, u.clone()),
+                sakiko_ops::linear(&layer.mlp.up_proj, u),
+            ),
+        );
         clamp_fp16(x + f)
     }
 }

@@ -190,12 +190,12 @@ impl<B: Backend> AttnBlock<B> {
             .swap_dims(1, 2);
         let heads = |t: Tensor<B, 3>| t.reshape([b, 1, h * w, c]);
         let o = sakiko_ops::attention(
-            heads(self.q.forward(tokens.clone())),
-            heads(self.k.forward(tokens.clone())),
-            heads(self.v.forward(tokens)),
+            heads(sakiko_ops::linear(&self.q, tokens.clone())),
+            heads(sakiko_ops::linear(&self.k, tokens.clone())),
+            heads(sakiko_ops::linear(&self.v, tokens)),
             None,
         );
-        let o = self.proj_out.forward(o.reshape([b, h * w, c]));
+        let o = sakiko_ops::linear(&self.proj_out, o.reshape([b, h * w, c]));
         clamp_fp16(x + o.swap_dims(1, 2).reshape([b, c, h, w]))
     }
 }

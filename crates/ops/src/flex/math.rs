@@ -99,6 +99,59 @@ pub(crate) fn rope_pairs<B: Backend>(
     from_flex(tensor_of(out, &shape))
 }
 
+/// Rotate-half RoPE (Gemma-2, Qwen3): `x·cos + rotate_half(x)·sin` for `x` `[B, H, L, hd]` at
+/// any strides with a contiguous last dimension (the models pass head-first views of `[B, L, H,
+/// hd]` projections, read in place), `cos`/`sin` `[1, 1, L, hd]`; returns a contiguous tensor.
+pub(crate) fn rope_half<B: Backend>(
+    x: Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let shape = x.dims();
+    let [_, h, l, hd] = shape;
+    let x = into_flex(x);
+    let x = if x.layout().strides()[3] == 1 && x.layout().has_positive_strides() {
+        x
+    } else {
+        x.to_contiguous()
+    };
+    let (cos, sin) = (
+        contiguous(into_flex(cos.clone())),
+        contiguous(into_flex(sin.clone())),
+    );
+    let (c, s) = (slice(&cos), slice(&sin));
+    let st = x.layout().strides();
+    let [s0, s1, s2] = [st[0], st[1], st[2]].map(|s| s as usize);
+    let (start, xs) = (x.layout().start_offset(), x.storage::<f32>());
+    let mut out = vec![0f32; shape.iter().product()];
+    let rows = (CHUNK / hd.max(1)).max(1);
+    out.par_chunks_mut(rows * hd)
+        .enumerate()
+        .for_each(|(task, block)| {
+            for (i, o) in block.chunks_exact_mut(hd).enumerate() {
+                let row = task * rows + i;
+                let (bi, hi, li) = (row / (h * l), row / l % h, row % l);
+                let at = start + bi * s0 + hi * s1 + li * s2;
+                let range = li * hd..(li + 1) * hd;
+                rotate_half(o, &xs[at..at + hd], &c[range.clone()], &s[range]);
+            }
+        });
+    from_flex(tensor_of(out, &shape))
+}
+
+#[multiversion(targets("x86_64+avx512f", "x86_64+avx2+fma"))]
+fn rotate_half(out: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32]) {
+    let half = x.len() / 2;
+    let (o1, o2) = out.split_at_mut(half);
+    let (x1, x2) = x.split_at(half);
+    let (c1, c2) = cos.split_at(half);
+    let (s1, s2) = sin.split_at(half);
+    for i in 0..half {
+        o1[i] = x1[i] * c1[i] - x2[i] * s1[i];
+        o2[i] = x2[i] * c2[i] + x1[i] * s2[i];
+    }
+}
+
 #[inline(always)]
 fn rotate_pairs(out: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32]) {
     for (((o, x), &c), &s) in out

@@ -7,10 +7,10 @@ use burn::tensor::{Distribution, Tensor};
 
 use crate::group_norm::{group_norm_generic, upsample_nearest2x_generic};
 use crate::norm::rms_norm_generic;
-use crate::rope::rope_pairs_generic;
+use crate::rope::{apply_rope_generic, rope_pairs_generic};
 use crate::{
-    RmsNorm, geglu, geglu_generic, group_norm, rope_pairs, swiglu, swiglu_generic,
-    upsample_nearest2x,
+    RmsNorm, apply_rope, geglu, geglu_generic, group_norm, linear, rope_pairs, swiglu,
+    swiglu_generic, upsample_nearest2x,
 };
 
 fn random<const D: usize>(shape: [usize; D]) -> Tensor<Flex, D> {
@@ -24,6 +24,43 @@ fn max_diff<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
     let scale: f32 = b.clone().abs().max().into_scalar();
     let diff: f32 = (a - b).abs().max().into_scalar();
     diff / scale.max(1.0)
+}
+
+/// Split by columns (2 threads), by rows and columns (5), serial (tiny), one token, with and
+/// without bias, weights as transposed views and inputs as strided views.
+#[test]
+fn linear_matches_burn_linear() {
+    use burn::nn::LinearConfig;
+    let device = Default::default();
+    let cases = [
+        // (input dims, d_out, bias, weight as a transposed view, input as a strided view, threads)
+        ([2, 70, 48], 130, true, false, false, 2),
+        ([2, 70, 48], 130, true, false, true, 5),
+        ([1, 1, 5], 3, false, false, false, 2),
+        ([3, 57, 129], 200, false, true, true, 3),
+        ([1, 1, 768], 1000, true, false, false, 2),
+    ];
+    for (dims, d_out, bias, transposed, strided, threads) in cases {
+        let mut layer = LinearConfig::new(dims[2], d_out)
+            .with_bias(bias)
+            .init::<Flex>(&device);
+        if transposed {
+            let w: Tensor<Flex, 2> = random([d_out, dims[2]]);
+            layer.weight = Param::from_tensor(w.transpose());
+        }
+        let x = if strided {
+            random([dims[1], dims[0], dims[2]]).swap_dims(0, 1)
+        } else {
+            random(dims)
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        let got = pool.install(|| linear(&layer, x.clone()));
+        let diff = max_diff(got, layer.forward(x));
+        assert!(diff < 1e-5, "{dims:?} → {d_out}: {diff}");
+    }
 }
 
 #[test]
@@ -57,6 +94,23 @@ fn rope_pairs_matches_the_generic_rotation() {
             rope_pairs_generic(x, &cos, &sin),
         );
         assert!(diff < 2e-6, "{:?}: {diff}", [b, s, h, hd]);
+    }
+}
+
+#[test]
+fn rope_half_matches_the_generic_rotation() {
+    for (b, h, l, hd) in [(2, 3, 37, 16), (1, 4, 300, 96), (3, 1, 5, 2)] {
+        // x as Gemma and Qwen3 hand it over: head-first views of `[B, L, H, hd]`, and a
+        // contiguous tensor.
+        let view = random([b, l, h, hd]).swap_dims(1, 2);
+        let (cos, sin) = (random([1, 1, l, hd]), random([1, 1, l, hd]));
+        for x in [view.clone(), view.clone().reshape([b, h, l, hd]) * 1.0] {
+            let diff = max_diff(
+                apply_rope(x.clone(), &cos, &sin),
+                apply_rope_generic(x, &cos, &sin),
+            );
+            assert!(diff < 2e-6, "{:?}: {diff}", [b, h, l, hd]);
+        }
     }
 }
 
