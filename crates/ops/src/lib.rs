@@ -13,7 +13,7 @@
 //! therefore hands the backend only contiguous tensors, never a mask, and queries padded to a
 //! multiple of [`QUERY_BLOCK`] rows.
 //!
-//! On Flex (CPU), with the default `flex` feature, [`linear`], [`attention`], [`swiglu`],
+//! On Flex (CPU), with the default `flex` feature, [`linear`], [`conv2d`], [`attention`], [`swiglu`],
 //! [`geglu`], [`rope_pairs`], [`rms_norm`] / [`RmsNorm`], [`group_norm`] and
 //! [`upsample_nearest2x`] run this crate's fused, threaded f32 kernels (`flex/`); other backends
 //! and half precision take the generic Burn code, against which the kernels are tested.
@@ -151,6 +151,37 @@ pub fn linear<B: Backend, const D: usize>(
 ) -> Tensor<B, D> {
     #[cfg(feature = "flex")]
     let x = match flex::linear(layer, x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
+    layer.forward(x)
+}
+
+/// A 2-D convolution ([`Conv2d::forward`](burn::nn::conv::Conv2d::forward)); on Flex, at stride
+/// 1 without groups or dilation, im2col by blocks of output rows kept in cache, each block one
+/// threaded-out GEMM written straight into the output.
+///
+/// # Shapes
+/// `x`: `[N, C_in, H, W]`, returns `[N, C_out, H_out, W_out]`.
+///
+/// # Example
+/// ```
+/// use burn::backend::Flex;
+/// use burn::nn::PaddingConfig2d;
+/// use burn::nn::conv::Conv2dConfig;
+/// use burn::tensor::{Distribution, Tensor};
+///
+/// let device = Default::default();
+/// let conv = Conv2dConfig::new([4, 8], [3, 3])
+///     .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+///     .init::<Flex>(&device);
+/// let x = Tensor::<Flex, 4>::random([2, 4, 6, 5], Distribution::Normal(0.0, 1.0), &device);
+/// let y = sakiko_ops::conv2d(&conv, x.clone());
+/// assert!(y.all_close(conv.forward(x), None, Some(1e-5)));
+/// ```
+pub fn conv2d<B: Backend>(layer: &burn::nn::conv::Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(feature = "flex")]
+    let x = match flex::conv2d(layer, x) {
         Ok(y) => return y,
         Err(x) => x,
     };

@@ -149,10 +149,10 @@ impl<B: Backend> ResnetBlock<B> {
 
     /// Applies the block.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let h = self.conv1.forward(group_norm(&self.norm1, x.clone(), true));
-        let h = self.conv2.forward(group_norm(&self.norm2, h, true));
+        let h = sakiko_ops::conv2d(&self.conv1, group_norm(&self.norm1, x.clone(), true));
+        let h = sakiko_ops::conv2d(&self.conv2, group_norm(&self.norm2, h, true));
         let x = match &self.nin_shortcut {
-            Some(conv) => conv.forward(x),
+            Some(conv) => sakiko_ops::conv2d(conv, x),
             None => x,
         };
         clamp_fp16(x + h)

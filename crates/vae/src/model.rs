@@ -91,17 +91,17 @@ impl<B: Backend> Encoder<B> {
 
     /// The mean of the latent distribution (what ComfyUI and diffusers' `mode()` return).
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let mut h = self.conv_in.forward(x);
+        let mut h = sakiko_ops::conv2d(&self.conv_in, x);
         for level in &self.down {
             for block in &level.block {
                 h = block.forward(h);
             }
             if let Some(conv) = &level.resample {
-                h = conv.forward(pad_right_bottom(h));
+                h = sakiko_ops::conv2d(conv, pad_right_bottom(h));
             }
         }
         let h = self.mid.forward(h);
-        let h = self.conv_out.forward(group_norm(&self.norm_out, h, true));
+        let h = sakiko_ops::conv2d(&self.conv_out, group_norm(&self.norm_out, h, true));
         h.narrow(1, 0, self.latent_channels)
     }
 }
@@ -154,16 +154,16 @@ impl<B: Backend> Decoder<B> {
 
     /// Decodes VAE-space latents.
     pub fn forward(&self, z: Tensor<B, 4>) -> Tensor<B, 4> {
-        let mut h = self.mid.forward(self.conv_in.forward(z));
+        let mut h = self.mid.forward(sakiko_ops::conv2d(&self.conv_in, z));
         for level in self.up.iter().rev() {
             for block in &level.block {
                 h = block.forward(h);
             }
             if let Some(conv) = &level.resample {
-                h = conv.forward(upsample_nearest2x(h));
+                h = sakiko_ops::conv2d(conv, upsample_nearest2x(h));
             }
         }
-        self.conv_out.forward(group_norm(&self.norm_out, h, true))
+        sakiko_ops::conv2d(&self.conv_out, group_norm(&self.norm_out, h, true))
     }
 }
 

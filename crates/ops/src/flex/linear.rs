@@ -118,18 +118,19 @@ fn linear_f32(x: &[f32], k: usize, w: &FlexTensor, bias: Option<&[f32]>, n: usiz
     out
 }
 
-/// The output buffer's pointer, shared by blocks that write disjoint parts of it.
+/// An output buffer's pointer, shared by tasks that write disjoint parts of it (blocks of the
+/// linear layers' output here, rows of the convolutions' in `conv.rs`).
 #[derive(Clone, Copy)]
-struct Dst(*mut f32);
+pub(super) struct Dst(pub(super) *mut f32);
 
-// SAFETY: every block writes only its own rectangle of the buffer (see `linear_f32`).
+// SAFETY: every task writes only its own part of the buffer (see `linear_f32`, `conv2d_f32`).
 unsafe impl Send for Dst {}
 unsafe impl Sync for Dst {}
 
 impl Dst {
-    /// The pointer `offset` elements in (within the buffer: offsets come from in-range blocks).
-    fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: `offset` < the buffer's length, as the caller's block lies inside it.
+    /// The pointer `offset` elements in (within the buffer: offsets come from in-range parts).
+    pub(super) fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: `offset` < the buffer's length, as the caller's part lies inside it.
         unsafe { self.0.add(offset) }
     }
 }

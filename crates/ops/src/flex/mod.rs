@@ -2,7 +2,7 @@
 //!
 //! Flex runs each Burn op as its own pass over memory, with scalar `exp`/`tanh`, and falls back
 //! to a generic strided iterator for broadcasts and views. The hot spots of our models (linear
-//! layers, attention, RoPE, RMSNorm, SwiGLU, GeGLU, GroupNorm + SiLU, upsampling) are therefore
+//! layers, convolutions, attention, RoPE, RMSNorm, SwiGLU, GeGLU, GroupNorm + SiLU, upsampling) are therefore
 //! written here once as fused, threaded kernels over f32 slices. Each public op in this crate calls [`fast`] first: on Flex with f32 tensors it gets the
 //! tensors' storage, otherwise the caller runs the generic Burn code, which every other backend
 //! (and half precision on Flex) takes. Every kernel is tested against that generic path.
@@ -11,6 +11,7 @@
 //! generic over plain `B: Backend` (a backend-extension trait would put a bound on every model).
 
 mod attention;
+mod conv;
 mod image;
 mod linear;
 mod math;
@@ -18,6 +19,7 @@ mod math;
 mod tests;
 
 pub(crate) use attention::attention;
+pub(crate) use conv::conv2d;
 pub(crate) use image::{group_norm, upsample_nearest2x};
 pub(crate) use linear::linear;
 pub(crate) use math::{geglu, rms_norm, rope_half, rope_pairs, swiglu};

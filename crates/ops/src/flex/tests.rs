@@ -9,7 +9,7 @@ use crate::group_norm::{group_norm_generic, upsample_nearest2x_generic};
 use crate::norm::rms_norm_generic;
 use crate::rope::{apply_rope_generic, rope_pairs_generic};
 use crate::{
-    RmsNorm, apply_rope, geglu, geglu_generic, group_norm, linear, rope_pairs, swiglu,
+    RmsNorm, apply_rope, conv2d, geglu, geglu_generic, group_norm, linear, rope_pairs, swiglu,
     swiglu_generic, upsample_nearest2x,
 };
 
@@ -60,6 +60,41 @@ fn linear_matches_burn_linear() {
         let got = pool.install(|| linear(&layer, x.clone()));
         let diff = max_diff(got, layer.forward(x));
         assert!(diff < 1e-5, "{dims:?} → {d_out}: {diff}");
+    }
+}
+
+/// 3×3 with padding (the VAE's), split into single and several rows per task, 1×1 read
+/// directly, no padding, asymmetric padding with a non-square kernel, with and without bias.
+#[test]
+fn conv2d_matches_burn_conv2d() {
+    use burn::nn::PaddingConfig2d::{Explicit, Valid};
+    use burn::nn::conv::Conv2dConfig;
+    let device = Default::default();
+    let cases = [
+        // (input dims, c_out, kernel, padding, bias, threads)
+        ([2, 5, 9, 7], 6, [3, 3], Explicit(1, 1, 1, 1), true, 2),
+        ([2, 5, 9, 7], 6, [3, 3], Explicit(1, 1, 1, 1), true, 5),
+        ([1, 32, 40, 33], 16, [3, 3], Explicit(1, 1, 1, 1), false, 2),
+        // Uneven tasks on one thread: 7 rows, then 3.
+        ([1, 64, 10, 64], 4, [3, 3], Explicit(1, 1, 1, 1), false, 1),
+        ([1, 8, 4, 6], 3, [1, 1], Valid, false, 2),
+        ([3, 3, 5, 5], 4, [3, 3], Valid, true, 3),
+        ([1, 4, 6, 7], 5, [2, 3], Explicit(0, 1, 2, 0), true, 2),
+    ];
+    for (dims, c_out, kernel, padding, bias, threads) in cases {
+        let mut conv = Conv2dConfig::new([dims[1], c_out], kernel)
+            .with_padding(padding)
+            .with_bias(bias)
+            .init::<Flex>(&device);
+        conv.weight = Param::from_tensor(random([c_out, dims[1], kernel[0], kernel[1]]));
+        let x = random(dims);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        let got = pool.install(|| conv2d(&conv, x.clone()));
+        let diff = max_diff(got, conv.forward(x));
+        assert!(diff < 1e-5, "{dims:?} → {c_out}, {kernel:?}: {diff}");
     }
 }
 
