@@ -6,10 +6,8 @@ use std::sync::Arc;
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Bool, FloatDType, Tensor, TensorData, backend::Backend};
-use sakiko_ops::{apply_rope, clamp_fp16, geglu, repeat_kv};
+use burn::tensor::{FloatDType, Tensor, TensorData, backend::Backend};
+use sakiko_ops::{apply_rope, causal_attention, clamp_fp16, geglu};
 use sakiko_weights::{
     HostEmbedding, KeyName, LinearKeys, ParamSource, WeightError, WeightFile, Weights, load_module,
 };
@@ -353,13 +351,7 @@ impl<B: Backend> Gemma2<B> {
         let mut x = x.cast(dt) * normalizer.unsqueeze();
         let (cos, sin) = sakiko_ops::rope_tables::<B>(c.rope_theta, c.head_dim, 0, l, device);
         let (cos, sin) = (cos.cast(dt), sin.cast(dt));
-        let full_mask = mask::<B>(&lengths, l, None, c.num_attention_heads, device);
-        let sliding_mask = match (options.sliding_window, c.sliding_window) {
-            (true, Some(window)) if window < l => {
-                mask::<B>(&lengths, l, Some(window), c.num_attention_heads, device)
-            }
-            _ => full_mask.clone(),
-        };
+        let window = c.sliding_window.filter(|_| options.sliding_window);
         let softcap = if options.softcap {
             c.attn_logit_softcapping
         } else {
@@ -368,12 +360,8 @@ impl<B: Backend> Gemma2<B> {
         let mut states = vec![x.clone()];
         for (n, layer) in self.layers.iter().enumerate() {
             // Even layers are the sliding-window ones.
-            let m = if n % 2 == 0 {
-                &sliding_mask
-            } else {
-                &full_mask
-            };
-            x = self.layer(layer, x, &cos, &sin, m.clone(), softcap);
+            let window = window.filter(|_| n % 2 == 0);
+            x = self.layer(layer, x, &cos, &sin, &lengths, window, softcap);
             states.push(x.clone());
         }
         if let Some(last) = states.last_mut() {
@@ -386,46 +374,35 @@ impl<B: Backend> Gemma2<B> {
         Ok(Hidden { states, lengths })
     }
 
+    /// One decoder layer over right-padded samples of `lengths` tokens; `window` for the
+    /// sliding-window layers.
+    #[allow(clippy::too_many_arguments)]
     fn layer(
         &self,
         layer: &Layer<B>,
         x: Tensor<B, 3>,
         cos: &Tensor<B, 4>,
         sin: &Tensor<B, 4>,
-        mask: Tensor<B, 4, Bool>,
+        lengths: &[usize],
+        window: Option<usize>,
         softcap: Option<f64>,
     ) -> Tensor<B, 3> {
         let c = &self.config;
         let [b, l, _] = x.dims();
         let (heads, kv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let u = layer.input_layernorm.forward(x.clone());
+        let attn = &layer.self_attn;
         let split = |t: Tensor<B, 3>, n: usize| -> Tensor<B, 4> {
             t.reshape([b, l, n, hd]).swap_dims(1, 2)
         };
         let rotate = |t| apply_rope(t, cos, sin);
-        let q = rotate(split(
-            sakiko_ops::linear(&layer.self_attn.q_proj, u.clone()),
-            heads,
-        ));
-        let k = repeat_kv(
-            rotate(split(
-                sakiko_ops::linear(&layer.self_attn.k_proj, u.clone()),
-                kv,
-            )),
-            heads / kv,
-        );
-        let v = repeat_kv(
-            split(sakiko_ops::linear(&layer.self_attn.v_proj, u), kv),
-            heads / kv,
-        );
-        let options = AttentionModuleOptions {
-            scale: Some(c.query_pre_attn_scalar.powf(-0.5)),
-            softcap,
-            is_causal: false,
-        };
+        let q = rotate(split(sakiko_ops::linear(&attn.q_proj, u.clone()), heads));
+        let k = rotate(split(sakiko_ops::linear(&attn.k_proj, u.clone()), kv));
+        let v = split(sakiko_ops::linear(&attn.v_proj, u), kv);
         // Scores and softmax in f32, as transformers' eager attention does in half precision.
         let f32 = |t: Tensor<B, 4>| t.cast(FloatDType::F32);
-        let a = attention(f32(q), f32(k), f32(v), Some(mask), None, options)
+        let scale = c.query_pre_attn_scalar.powf(-0.5);
+        let a = causal_attention(f32(q), f32(k), f32(v), lengths, window, scale, softcap)
             .cast(FloatDType::from(x.dtype()))
             .swap_dims(1, 2)
             .reshape([b, l, heads * hd]);
@@ -527,26 +504,4 @@ fn detect_config(file: &WeightFile, w: &Weights<'_>) -> Result<Gemma2Config, Gem
 /// Refuses compute dtypes other than f32/bf16/f16, and those the device lacks.
 fn check_dtype<B: Backend>(dtype: FloatDType, device: &B::Device) -> Result<(), GemmaError> {
     sakiko_ops::check_compute_dtype::<B>(dtype, device).map_err(GemmaError::Unsupported)
-}
-
-/// Causal mask with padding (and optionally a sliding window): `[B, H, L, L]`, true = ignore.
-fn mask<B: Backend>(
-    lengths: &[usize],
-    l: usize,
-    window: Option<usize>,
-    heads: usize,
-    device: &B::Device,
-) -> Tensor<B, 4, Bool> {
-    let mut values = Vec::with_capacity(lengths.len() * l * l);
-    for &len in lengths {
-        for q in 0..l {
-            for kv in 0..l {
-                let allowed = kv <= q && kv < len && window.is_none_or(|w| kv + w > q);
-                values.push(!allowed);
-            }
-        }
-    }
-    let m: Tensor<B, 4, Bool> =
-        Tensor::from_data(TensorData::new(values, [lengths.len(), 1, l, l]), device);
-    m.expand([lengths.len(), heads, l, l])
 }

@@ -2,7 +2,8 @@
 //! repeated, an explicit `[B, H, S_q, S_kv]` key mask): on Flex, and on wgpu (`--features wgpu`,
 //! CI: lavapipe) with fusion and autotune on and off, including strided inputs, batch 2 with
 //! ragged key lengths (CFG with captions of different lengths) and query lengths that are not
-//! multiples of the flash kernels' stage.
+//! multiples of the flash kernels' stage; and `sakiko_ops::causal_attention` (the text encoders')
+//! against a direct computation, on the same backends.
 
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -147,6 +148,103 @@ fn flex_matches_burn_attention_with_mask_and_repeats() {
     check::<burn::backend::Flex>(&Default::default(), 1e-5);
 }
 
+/// Causal attention (text encoders) on `B` against a direct computation in plain loops: each
+/// query row's softmax over the keys it sees (`j ≤ i`, `j < len`, `i − j < window`), padded rows
+/// included, with and without softcapping; q/k/v as head-first views of `[B, L, H, D]`.
+fn check_causal<B: Backend>(device: &B::Device, tolerance: f32) {
+    // (b, h, kv, l, d, lengths, window, softcap)
+    type CausalCase = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        Vec<usize>,
+        Option<usize>,
+        Option<f64>,
+    );
+    let cases: Vec<CausalCase> = vec![
+        (2, 4, 2, 37, 16, vec![37, 20], None, None),
+        (2, 4, 2, 37, 16, vec![37, 20], Some(8), None),
+        // Several blocks of query rows, each with its own span of keys.
+        (1, 2, 1, 130, 8, vec![130], Some(50), None),
+        (3, 2, 2, 9, 8, vec![9, 1, 5], Some(3), Some(2.0)),
+    ];
+    for (b, h, kv, l, d, lens, window, softcap) in cases {
+        let scale = 0.3;
+        let heads_first =
+            |heads, seed| tensor::<B, 4>([b, l, heads, d], seed, device).swap_dims(1, 2);
+        let ours = sakiko_ops::causal_attention(
+            heads_first(h, 4),
+            heads_first(kv, 5),
+            heads_first(kv, 6),
+            &lens,
+            window,
+            scale,
+            softcap,
+        );
+        assert_eq!(ours.dims(), [b, h, l, d]);
+        let ours: Vec<f32> = ours.into_data().convert::<f32>().to_vec().expect("f32");
+        let values = |heads, seed| -> Vec<f32> {
+            let t = tensor::<burn::backend::Flex, 4>([b, l, heads, d], seed, &Default::default());
+            t.into_data().to_vec().expect("f32")
+        };
+        let (q, k, v) = (values(h, 4), values(kv, 5), values(kv, 6));
+        // Element [bi, t, head, e] of a `[B, L, heads, D]` buffer.
+        let at = |x: &[f32], heads, bi, t, head, e| x[((bi * l + t) * heads + head) * d + e];
+        let mut diff = 0f32;
+        for bi in 0..b {
+            for hi in 0..h {
+                let kh = hi / (h / kv);
+                for i in 0..l {
+                    let seen: Vec<usize> = (0..l)
+                        .filter(|&j| j <= i && j < lens[bi] && window.is_none_or(|w| i - j < w))
+                        .collect();
+                    let scores: Vec<f64> = seen
+                        .iter()
+                        .map(|&j| {
+                            let dot: f64 = (0..d)
+                                .map(|e| {
+                                    (at(&q, h, bi, i, hi, e) * at(&k, kv, bi, j, kh, e)) as f64
+                                })
+                                .sum();
+                            let s = dot * scale;
+                            softcap.map_or(s, |c| c * (s / c).tanh())
+                        })
+                        .collect();
+                    let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let total: f64 = weights.iter().sum();
+                    for e in 0..d {
+                        let want: f64 = seen
+                            .iter()
+                            .zip(&weights)
+                            .map(|(&j, w)| w * at(&v, kv, bi, j, kh, e) as f64)
+                            .sum::<f64>()
+                            / total;
+                        let got = ours[((bi * h + hi) * l + i) * d + e];
+                        diff = diff.max((got - want as f32).abs());
+                    }
+                }
+            }
+        }
+        println!(
+            "{}: causal b {b}, l {l}, window {window:?}, softcap {softcap:?}: max |Δ| {diff:.2e}",
+            B::name(device)
+        );
+        assert!(
+            diff <= tolerance,
+            "{}: causal l {l} window {window:?} softcap {softcap:?}: max |Δ| {diff:e}",
+            B::name(device)
+        );
+    }
+}
+
+#[test]
+fn flex_causal_attention_matches_a_direct_computation() {
+    check_causal::<burn::backend::Flex>(&Default::default(), 1e-5);
+}
+
 #[test]
 fn padding_keys_beyond_the_length_are_ignored() {
     type B = burn::backend::Flex;
@@ -213,12 +311,15 @@ mod wgpu {
     #[test]
     fn wgpu_fused_autotuned() {
         super::check::<burn::backend::Wgpu>(&WgpuDevice::default(), 1e-5);
+        super::check_causal::<burn::backend::Wgpu>(&WgpuDevice::default(), 1e-5);
     }
 
     /// The same kernels without the fusion layer (fused and unfused must agree).
     #[test]
     fn wgpu_unfused() {
-        super::check::<CubeBackend<WgpuRuntime, f32, i32, u32>>(&WgpuDevice::default(), 1e-5);
+        type Unfused = CubeBackend<WgpuRuntime, f32, i32, u32>;
+        super::check::<Unfused>(&WgpuDevice::default(), 1e-5);
+        super::check_causal::<Unfused>(&WgpuDevice::default(), 1e-5);
     }
 }
 
@@ -229,4 +330,5 @@ mod wgpu {
 #[test]
 fn cuda_fused_autotuned() {
     check::<burn::backend::Cuda>(&Default::default(), 1e-4);
+    check_causal::<burn::backend::Cuda>(&Default::default(), 1e-4);
 }

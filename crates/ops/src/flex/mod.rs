@@ -18,7 +18,7 @@ mod math;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use attention::attention;
+pub(crate) use attention::{Visible, attention};
 pub(crate) use conv::conv2d;
 pub(crate) use image::{group_norm, upsample_nearest2x};
 pub(crate) use linear::linear;
