@@ -40,17 +40,11 @@ pub fn apply_rope<B: Backend>(
     sin: &Tensor<B, 4>,
 ) -> Tensor<B, 4> {
     #[cfg(feature = "flex")]
-    if crate::flex::fast::<B>(x.dtype())
-        && cos.dtype() == x.dtype()
-        && sin.dtype() == x.dtype()
-        && cos.dims() == {
-            let [_, _, l, hd] = x.dims();
-            [1, 1, l, hd]
-        }
-        && sin.dims() == cos.dims()
-        && x.dims()[3].is_multiple_of(2)
     {
-        return crate::flex::rope_half(x, cos, sin);
+        let [_, _, l, hd] = x.dims();
+        if hd.is_multiple_of(2) && flex_tables(&x, cos, sin, [1, 1, l, hd]) {
+            return crate::flex::rope_half(x, cos, sin);
+        }
     }
     apply_rope_generic(x, cos, sin)
 }
@@ -81,16 +75,11 @@ pub fn rope_pairs<B: Backend>(
     sin: &Tensor<B, 4>,
 ) -> Tensor<B, 4> {
     #[cfg(feature = "flex")]
-    if crate::flex::fast::<B>(x.dtype())
-        && cos.dtype() == x.dtype()
-        && sin.dtype() == x.dtype()
-        && cos.dims() == {
-            let [b, s, _, hd] = x.dims();
-            [b, s, 1, hd / 2]
-        }
-        && sin.dims() == cos.dims()
     {
-        return crate::flex::rope_pairs(x, cos, sin);
+        let [b, s, _, hd] = x.dims();
+        if flex_tables(&x, cos, sin, [b, s, 1, hd / 2]) {
+            return crate::flex::rope_pairs(x, cos, sin);
+        }
     }
     rope_pairs_generic(x, cos, sin)
 }
@@ -112,4 +101,19 @@ pub(crate) fn rope_pairs_generic<B: Backend>(
         4,
     )
     .reshape([b, s, h, hd])
+}
+
+/// Whether the Flex kernels take `x` (f32 on Flex) with `cos`/`sin` tables of `x`'s dtype and
+/// the given shape.
+#[cfg(feature = "flex")]
+fn flex_tables<B: Backend>(
+    x: &Tensor<B, 4>,
+    cos: &Tensor<B, 4>,
+    sin: &Tensor<B, 4>,
+    table: [usize; 4],
+) -> bool {
+    crate::flex::fast::<B>(x.dtype())
+        && [cos, sin]
+            .iter()
+            .all(|t| t.dtype() == x.dtype() && t.dims() == table)
 }

@@ -13,10 +13,9 @@
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, backend::Backend};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::linear::Dst;
+use super::linear::{Dst, gemm_into};
 use super::{contiguous, from_flex, into_flex, slice, tensor_of};
 
 /// Target size (in f32s) of a task's patch buffer: a few output rows fit in L2.
@@ -134,26 +133,11 @@ fn conv2d_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, n: usize, g: Geometry)
             // at row stride `plane_out` from this task's first row: in bounds and disjoint from
             // every other task's rows.
             unsafe {
-                gemm::gemm(
-                    g.c_out,
-                    cols,
-                    k,
-                    dst.at(at),
-                    1,
-                    plane_out as isize,
-                    bias.is_some(),
-                    w.as_ptr(),
-                    1,
-                    k as isize,
-                    rhs,
-                    1,
-                    rhs_rs as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
+                gemm_into(
+                    [g.c_out, cols, k],
+                    (dst.at(at), plane_out, bias.is_some()),
+                    (w.as_ptr(), 1, k),
+                    (rhs, 1, rhs_rs),
                 );
             }
         });

@@ -92,30 +92,54 @@ fn linear_f32(x: &[f32], k: usize, w: &FlexTensor, bias: Option<&[f32]>, n: usiz
         // bounds: r0 + rows ≤ M, c0 + cols ≤ n, and `w` spans k × n at its strides), and writes
         // this block's `rows × cols` of `out`, which no other block touches.
         unsafe {
-            gemm::gemm(
-                rows,
-                cols,
-                k,
-                dst,
-                1,
-                n as isize,
-                bias.is_some(),
-                x[r0 * k..].as_ptr(),
-                1,
-                k as isize,
-                w[c0 * w_cs..].as_ptr(),
-                w_cs as isize,
-                w_rs as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
+            gemm_into(
+                [rows, cols, k],
+                (dst, n, bias.is_some()),
+                (x[r0 * k..].as_ptr(), 1, k),
+                (w[c0 * w_cs..].as_ptr(), w_cs, w_rs),
             );
         }
     });
     out
+}
+
+/// `dst = lhs · rhs` (or `dst += lhs · rhs` when `accumulate`) on the calling thread, for
+/// `[m, n, k]`, `dst` row-major at row stride `dst_rs`, and `lhs` (`m × k`) and `rhs` (`k × n`)
+/// at (column, row) strides.
+///
+/// # Safety
+/// The pointers must address matrices of those shapes and strides, and `dst` must be written by
+/// nobody else meanwhile.
+pub(super) unsafe fn gemm_into(
+    [m, n, k]: [usize; 3],
+    (dst, dst_rs, accumulate): (*mut f32, usize, bool),
+    (lhs, lhs_cs, lhs_rs): (*const f32, usize, usize),
+    (rhs, rhs_cs, rhs_rs): (*const f32, usize, usize),
+) {
+    // SAFETY: as the caller guarantees.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs,
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs,
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
 }
 
 /// An output buffer's pointer, shared by tasks that write disjoint parts of it (blocks of the
