@@ -49,13 +49,13 @@ pub(crate) fn linear<B: Backend, const D: usize>(
         weight.to_contiguous()
     };
     let bias = bias.map(|b| contiguous(into_flex(b)));
-    let out = linear_f32(slice(&x), k, &weight, bias.as_ref().map(slice), n);
+    let m = dims[..D - 1].iter().product();
+    let out = linear_f32(slice(&x), [m, k, n], &weight, bias.as_ref().map(slice));
     Ok(from_flex(tensor_of(out, &dims)))
 }
 
-/// `x·W (+ b)` for row-major `x` `[M, k]`, `W` `[k, n]` at any positive strides, `b` `[n]`.
-fn linear_f32(x: &[f32], k: usize, w: &FlexTensor, bias: Option<&[f32]>, n: usize) -> Vec<f32> {
-    let m = x.len() / k.max(1);
+/// `x·W (+ b)` for row-major `x` `[m, k]`, `W` `[k, n]` at any positive strides, `b` `[n]`.
+fn linear_f32(x: &[f32], [m, k, n]: [usize; 3], w: &FlexTensor, bias: Option<&[f32]>) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
     let strides = w.layout().strides();
     let (w_rs, w_cs) = (strides[0] as usize, strides[1] as usize);
