@@ -21,7 +21,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::math::softmax_numerator;
-use super::{from_flex, into_flex, is_flex};
+use super::{from_flex, into_flex, is_flex, row_readable};
 
 /// Query rows per task: the score block (rows × keys) stays in L2 at 4 k keys.
 const ROWS: usize = 64;
@@ -84,13 +84,7 @@ struct Operand {
 
 impl Operand {
     fn new(t: &FlexTensor) -> Self {
-        let layout = t.layout();
-        let readable = layout.strides()[3] == 1 && layout.has_positive_strides();
-        let tensor = if readable {
-            t.clone()
-        } else {
-            t.to_contiguous()
-        };
+        let tensor = row_readable(t.clone());
         let s = tensor.layout().strides();
         let strides = [s[0], s[1], s[2], s[3]].map(|s| s as usize);
         Self { tensor, strides }

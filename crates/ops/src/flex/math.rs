@@ -6,7 +6,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::{contiguous, from_flex, into_flex, slice, tensor_of};
+use super::{contiguous, from_flex, into_flex, row_readable, slice, tensor_of};
 
 /// Elements per parallel task of the element-wise kernels.
 const CHUNK: usize = 1 << 14;
@@ -109,12 +109,7 @@ pub(crate) fn rope_half<B: Backend>(
 ) -> Tensor<B, 4> {
     let shape = x.dims();
     let [_, h, l, hd] = shape;
-    let x = into_flex(x);
-    let x = if x.layout().strides()[3] == 1 && x.layout().has_positive_strides() {
-        x
-    } else {
-        x.to_contiguous()
-    };
+    let x = row_readable(into_flex(x));
     let (cos, sin) = (
         contiguous(into_flex(cos.clone())),
         contiguous(into_flex(sin.clone())),

@@ -68,6 +68,17 @@ pub(crate) fn contiguous(t: FlexTensor) -> FlexTensor {
     }
 }
 
+/// `t` as it lies if its rows (last dimension) are contiguous and its strides positive, which the
+/// kernels that read views at their strides accept; otherwise a row-major copy.
+pub(crate) fn row_readable(t: FlexTensor) -> FlexTensor {
+    let layout = t.layout();
+    if layout.strides().last() == Some(&1) && layout.has_positive_strides() {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
 /// The f32 values of a contiguous `t`, in row-major order.
 pub(crate) fn slice(t: &FlexTensor) -> &[f32] {
     let (start, end) = t
