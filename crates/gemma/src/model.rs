@@ -7,7 +7,7 @@ use std::sync::Arc;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{FloatDType, Tensor, TensorData, backend::Backend};
-use sakiko_ops::{apply_rope, causal_attention, clamp_fp16, geglu};
+use sakiko_ops::{CausalMask, apply_rope, causal_attention, clamp_fp16, geglu};
 use sakiko_weights::{
     HostEmbedding, KeyName, LinearKeys, ParamSource, WeightError, WeightFile, Weights, load_module,
 };
@@ -357,11 +357,13 @@ impl<B: Backend> Gemma2<B> {
         } else {
             None
         };
+        // Built once, shared by the layers: even layers are the sliding-window ones.
+        let global = CausalMask::new(&lengths, None);
+        let sliding = window.map(|w| CausalMask::new(&lengths, Some(w)));
         let mut states = vec![x.clone()];
         for (n, layer) in self.layers.iter().enumerate() {
-            // Even layers are the sliding-window ones.
-            let window = window.filter(|_| n % 2 == 0);
-            x = self.layer(layer, x, &cos, &sin, &lengths, window, softcap);
+            let mask = sliding.as_ref().filter(|_| n % 2 == 0).unwrap_or(&global);
+            x = self.layer(layer, x, &cos, &sin, mask, softcap);
             states.push(x.clone());
         }
         if let Some(last) = states.last_mut() {
@@ -374,17 +376,14 @@ impl<B: Backend> Gemma2<B> {
         Ok(Hidden { states, lengths })
     }
 
-    /// One decoder layer over right-padded samples of `lengths` tokens; `window` for the
-    /// sliding-window layers.
-    #[allow(clippy::too_many_arguments)]
+    /// One decoder layer over right-padded samples, attending as `mask` allows.
     fn layer(
         &self,
         layer: &Layer<B>,
         x: Tensor<B, 3>,
         cos: &Tensor<B, 4>,
         sin: &Tensor<B, 4>,
-        lengths: &[usize],
-        window: Option<usize>,
+        mask: &CausalMask<B>,
         softcap: Option<f64>,
     ) -> Tensor<B, 3> {
         let c = &self.config;
@@ -402,7 +401,7 @@ impl<B: Backend> Gemma2<B> {
         // Scores and softmax in f32, as transformers' eager attention does in half precision.
         let f32 = |t: Tensor<B, 4>| t.cast(FloatDType::F32);
         let scale = c.query_pre_attn_scalar.powf(-0.5);
-        let a = causal_attention(f32(q), f32(k), f32(v), lengths, window, scale, softcap)
+        let a = causal_attention(f32(q), f32(k), f32(v), mask, scale, softcap)
             .cast(FloatDType::from(x.dtype()))
             .swap_dims(1, 2)
             .reshape([b, l, heads * hd]);

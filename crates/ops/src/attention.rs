@@ -3,7 +3,9 @@
 
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use std::cell::OnceCell;
+
+use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
 use crate::contiguous;
 #[cfg(feature = "flex")]
@@ -102,20 +104,65 @@ pub fn attention<B: Backend>(
     Tensor::cat(out, 0)
 }
 
+/// Which keys each query of a causal self-attention over right-padded samples sees: query `i` of
+/// sample `b` sees keys `j ≤ i` with `j < lens[b]` and, with a `window`, `i − j < window`.
+///
+/// Made once per forward and shared by every layer: the dense `[B, H, L, L]` mask that the
+/// generic path needs is built on first use and kept (not rebuilt per layer).
+#[derive(Debug)]
+pub struct CausalMask<B: Backend> {
+    lens: Vec<usize>,
+    window: Option<usize>,
+    dense: OnceCell<Tensor<B, 4, Bool>>,
+}
+
+impl<B: Backend> CausalMask<B> {
+    /// Samples of `lens` valid tokens, optionally within a sliding `window`.
+    pub fn new(lens: &[usize], window: Option<usize>) -> Self {
+        Self {
+            lens: lens.to_vec(),
+            window,
+            dense: OnceCell::new(),
+        }
+    }
+
+    /// The dense boolean mask (`true` = hidden) for `heads` heads of `l` tokens, never an
+    /// `expand`ed view (CubeCL's flash kernels would read every sample's mask from the first one).
+    fn dense(&self, heads: usize, l: usize, device: &B::Device) -> Tensor<B, 4, Bool> {
+        let b = self.lens.len();
+        if let Some(mask) = self.dense.get().filter(|m| m.dims() == [b, heads, l, l]) {
+            return mask.clone();
+        }
+        let mut values = Vec::with_capacity(b * heads * l * l);
+        for &len in &self.lens {
+            for _ in 0..heads {
+                for i in 0..l {
+                    values
+                        .extend((0..l).map(|j| {
+                            !(j <= i && j < len && self.window.is_none_or(|w| j + w > i))
+                        }));
+                }
+            }
+        }
+        let mask: Tensor<B, 4, Bool> =
+            Tensor::from_data(TensorData::new(values, [b, heads, l, l]), device);
+        let _ = self.dense.set(mask.clone());
+        mask
+    }
+}
+
 /// Causal self-attention over right-padded samples, as decoder-only text encoders (Gemma-2,
-/// Qwen3's prefill) run it: query `i` of sample `b` sees keys `j ≤ i` with `j < lens[b]` and,
-/// with a `window`, `i − j < window`; scores scaled by `scale`, then, with a `softcap`, mapped
+/// Qwen3's prefill) run it, with the visibility of `mask`; scores scaled by `scale`, then, with a `softcap`, mapped
 /// to `softcap · tanh(score / softcap)` (Gemma-2 as transformers configures it).
 ///
 /// On Flex without softcapping one fused kernel (no mask, no repeated K/V, only each block's visible keys computed);
-/// elsewhere Burn's attention with K/V heads repeated and the mask built in full, never as an
-/// `expand`ed view (CubeCL's flash kernels would read every sample's mask from the first one).
+/// elsewhere Burn's attention with K/V heads repeated and `mask`'s dense form.
 /// Padded query rows see the sample's valid keys, as transformers' eager attention gives them.
 ///
 /// # Shapes
 /// - `q`: `[B, H, L, D]`
 /// - `k`, `v`: `[B, H_kv, L, D]`, `H` a multiple of `H_kv`
-/// - `lens`: `B` lengths in `1..=L`
+/// - `mask`: `B` lengths in `1..=L`
 /// - returns `[B, H, L, D]` (contiguous or not; callers reshape it)
 ///
 /// # Panics
@@ -131,18 +178,19 @@ pub fn attention<B: Backend>(
 /// let k = Tensor::<Flex, 4>::random([2, 2, 6, 8], Distribution::Normal(0.0, 1.0), &device);
 /// let v = Tensor::<Flex, 4>::random([2, 2, 6, 8], Distribution::Normal(0.0, 1.0), &device);
 /// // The second prompt has 4 tokens and 2 of padding; no window.
-/// let o = sakiko_ops::causal_attention(q, k, v, &[6, 4], None, 8f64.powf(-0.5), None);
+/// let mask = sakiko_ops::CausalMask::new(&[6, 4], None);
+/// let o = sakiko_ops::causal_attention(q, k, v, &mask, 8f64.powf(-0.5), None);
 /// assert_eq!(o.dims(), [2, 4, 6, 8]);
 /// ```
 pub fn causal_attention<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
-    lens: &[usize],
-    window: Option<usize>,
+    mask: &CausalMask<B>,
     scale: f64,
     softcap: Option<f64>,
 ) -> Tensor<B, 4> {
+    let lens = &mask.lens[..];
     let [b, h, l, d] = q.dims();
     let [kb, kv_heads, kl, kd] = k.dims();
     assert!(
@@ -163,24 +211,17 @@ pub fn causal_attention<B: Backend>(
     let (q, k, v) = match softcap {
         Some(_) => (q, k, v),
         None => {
-            let visible = flex::Visible::Causal { lens, window };
+            let visible = flex::Visible::Causal {
+                lens,
+                window: mask.window,
+            };
             match flex::attention(q, k, v, visible, scale as f32) {
                 Ok(o) => return o,
                 Err(inputs) => inputs,
             }
         }
     };
-    let mut values = Vec::with_capacity(b * h * l * l);
-    for &len in lens {
-        for _ in 0..h {
-            for i in 0..l {
-                values.extend(
-                    (0..l).map(|j| !(j <= i && j < len && window.is_none_or(|w| j + w > i))),
-                );
-            }
-        }
-    }
-    let mask = Tensor::from_data(TensorData::new(values, [b, h, l, l]), &q.device());
+    let dense = mask.dense(h, l, &q.device());
     let options = AttentionModuleOptions {
         scale: Some(scale),
         softcap,
@@ -191,7 +232,7 @@ pub fn causal_attention<B: Backend>(
         q,
         repeat_kv(k, groups),
         repeat_kv(v, groups),
-        Some(mask),
+        Some(dense),
         None,
         options,
     )

@@ -29,7 +29,7 @@ mod group_norm;
 mod norm;
 mod rope;
 
-pub use attention::{QUERY_BLOCK, attention, causal_attention, repeat_kv};
+pub use attention::{CausalMask, QUERY_BLOCK, attention, causal_attention, repeat_kv};
 pub use group_norm::{group_norm, upsample_nearest2x};
 pub use norm::{RmsNorm, rms_norm};
 pub use rope::{apply_rope, rope_pairs, rope_tables};

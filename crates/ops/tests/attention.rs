@@ -174,15 +174,20 @@ fn check_causal<B: Backend>(device: &B::Device, tolerance: f32) {
         let scale = 0.3;
         let heads_first =
             |heads, seed| tensor::<B, 4>([b, l, heads, d], seed, device).swap_dims(1, 2);
-        let ours = sakiko_ops::causal_attention(
-            heads_first(h, 4),
-            heads_first(kv, 5),
-            heads_first(kv, 6),
-            &lens,
-            window,
-            scale,
-            softcap,
-        );
+        // The mask's second use (its dense form kept from the first) is the one checked.
+        let mask = sakiko_ops::CausalMask::new(&lens, window);
+        let run = || {
+            sakiko_ops::causal_attention(
+                heads_first(h, 4),
+                heads_first(kv, 5),
+                heads_first(kv, 6),
+                &mask,
+                scale,
+                softcap,
+            )
+        };
+        run();
+        let ours = run();
         assert_eq!(ours.dims(), [b, h, l, d]);
         let ours: Vec<f32> = ours.into_data().convert::<f32>().to_vec().expect("f32");
         let values = |heads, seed| -> Vec<f32> {
