@@ -346,10 +346,6 @@ impl Job for BenchArgs {
         }
         let mut sorted = times_s.clone();
         sorted.sort_by(f64::total_cmp);
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied()
-        };
         let phases: Vec<(f64, f64)> = phases.into_iter().flatten().collect();
         let prompter = self.stage == Stage::Prompter;
         let prefill = median(phases.iter().map(|p| p.0).collect());
@@ -366,9 +362,9 @@ impl Job for BenchArgs {
             negative_tokens: self.negative_tokens,
             runs: self.runs,
             warmup: self.warmup,
-            median_s: sorted[sorted.len() / 2],
-            min_s: sorted[0],
-            max_s: sorted[sorted.len() - 1],
+            median_s: median(times_s.clone()).unwrap_or_default(),
+            min_s: sorted.first().copied().unwrap_or_default(),
+            max_s: sorted.last().copied().unwrap_or_default(),
             times_s,
             first_run_s,
             load_s,
@@ -499,5 +495,30 @@ fn prompter_preset(p: Preset) -> Qwen3Config {
             ..Qwen3Config::qwen3_0_6b()
         },
         Preset::TwoB => Qwen3Config::qwen3_0_6b(),
+    }
+}
+
+/// The median as Python's `statistics.median` computes it (the mean of the middle two for an
+/// even count), so `tools/bench-compare` divides like by like; `None` when empty.
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![49.0, 55.0]), Some(52.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
     }
 }
