@@ -3,9 +3,9 @@
 //! and per-block intermediates.
 
 use burn::backend::Flex;
-use burn::tensor::{ElementConversion, FloatDType, Tensor, backend::Backend};
+use burn::tensor::{DType, ElementConversion, FloatDType, Tensor, TensorData, backend::Backend};
 use sakiko_nextdit::{NextDit, NextDitConfig, Trace};
-use sakiko_weights::WeightFile;
+use sakiko_weights::{Format, StoredDtype, WeightFile};
 
 const TOL: f32 = 5e-5;
 const CONFIGS: [&str; 2] = ["test", "gqa16"];
@@ -104,11 +104,39 @@ fn matches_diffusers_on_cuda() {
     assert!(worst < TOL, "{worst}");
 }
 
+/// `file`'s tensors handed over in memory, each in its stored dtype.
+fn in_memory(file: &WeightFile) -> WeightFile {
+    let tensors = file.keys().map(|key| {
+        let dtype = match file.dtype(key) {
+            Some(StoredDtype::Safetensors(safetensors::Dtype::BF16)) => DType::BF16,
+            Some(StoredDtype::Safetensors(safetensors::Dtype::F32)) => DType::F32,
+            other => panic!("`{key}`: {other:?} in the fixture"),
+        };
+        let bytes = file.read_bytes(key).unwrap();
+        let shape = file.shape(key).unwrap().to_vec();
+        (
+            key.to_owned(),
+            TensorData::from_bytes_vec(bytes, shape, dtype),
+        )
+    });
+    WeightFile::from_tensors("in memory", tensors.collect::<Vec<_>>()).unwrap()
+}
+
+/// Both key layouts, and the original layout handed over in memory, give the same outputs.
 #[test]
 fn both_layouts_give_identical_outputs() {
     let device = Default::default();
     let io = WeightFile::open(fixture("gqa16_io.safetensors")).unwrap();
-    let outs: Vec<Tensor<Flex, 4>> = models::<Flex>("gqa16", &device)
+    let mut models = models::<Flex>("gqa16", &device);
+    let cfg = NextDitConfig::from_file(fixture("gqa16_diffusers/config.json")).unwrap();
+    let file = WeightFile::open(fixture("gqa16_original_bf16.safetensors")).unwrap();
+    let memory = in_memory(&file);
+    assert_eq!(memory.format(), Format::Memory);
+    models.push((
+        "original bf16 in memory",
+        NextDit::from_weights(&memory, Some(cfg), &device).unwrap(),
+    ));
+    let outs: Vec<Tensor<Flex, 4>> = models
         .into_iter()
         .map(|(_, m)| {
             let t = io.read_f32("ragged/t").unwrap().0;
@@ -122,6 +150,7 @@ fn both_layouts_give_identical_outputs() {
         })
         .collect();
     assert_eq!(max_diff(outs[0].clone(), outs[1].clone()), 0.0);
+    assert_eq!(max_diff(outs[1].clone(), outs[2].clone()), 0.0);
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! [`WeightFile`]: one open checkpoint (a safetensors file, the shards of an index, a GGUF file,
-//! or synthetic values) behind one interface; tensors are read one at a time and converted from
+//! tensors in memory, or synthetic values) behind one interface; tensors are read one at a time and converted from
 //! their stored type.
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,12 +39,22 @@ pub(crate) fn numel<T: Copy + TryInto<usize>>(shape: &[T]) -> Option<usize> {
     Some(all)
 }
 
-/// One file of a (possibly sharded) checkpoint, or generated weights.
+/// One file of a (possibly sharded) checkpoint, tensors in memory, or generated weights.
 #[derive(Debug)]
-struct Shard {
-    path: PathBuf,
-    /// `None` for random values made on every read (see [`WeightFile::synthetic`]).
-    file: Option<Mutex<File>>,
+pub(crate) struct Shard {
+    pub path: PathBuf,
+    pub bytes: ShardBytes,
+}
+
+/// Where a shard's tensor bytes are read from.
+#[derive(Debug)]
+pub(crate) enum ShardBytes {
+    /// An open file, read at each tensor's offset.
+    File(Mutex<File>),
+    /// Every tensor's bytes, each at its offset ([`WeightFile::from_tensors`]).
+    Memory(Vec<u8>),
+    /// Random values made on every read ([`WeightFile::synthetic`]).
+    Synthetic,
 }
 
 /// The container format of a [`WeightFile`].
@@ -54,12 +64,14 @@ pub enum Format {
     Safetensors,
     /// GGUF.
     Gguf,
+    /// Tensors handed over in memory ([`WeightFile::from_tensors`]).
+    Memory,
     /// Generated values ([`WeightFile::synthetic`]).
     Synthetic,
 }
 
-/// An open checkpoint: one safetensors file, the shards of a `*.safetensors.index.json`, or a
-/// GGUF file; the headers are parsed, tensors are read on demand.
+/// An open checkpoint: one safetensors file, the shards of a `*.safetensors.index.json`, a
+/// GGUF file, or tensors in memory; the headers are parsed, tensors are read on demand.
 ///
 /// Tensors come out as f32 whatever their stored type: F32/F16/BF16/F64, F8_E4M3/F8_E5M2 (times
 /// the layer's `scale_weight` / `weight_scale` in ComfyUI's scaled-fp8 files) and the GGUF block
@@ -78,12 +90,22 @@ pub struct WeightFile {
 
 impl WeightFile {
     fn single(path: &Path, format: Format, file: File, tensors: Vec<(String, Stored)>) -> Self {
+        Self::one_shard(path, format, ShardBytes::File(Mutex::new(file)), tensors)
+    }
+
+    /// A checkpoint of one shard whose tensors are `tensors`.
+    pub(crate) fn one_shard(
+        path: &Path,
+        format: Format,
+        bytes: ShardBytes,
+        tensors: Vec<(String, Stored)>,
+    ) -> Self {
         Self {
             path: path.to_path_buf(),
             format,
             shards: vec![Shard {
                 path: path.to_path_buf(),
-                file: Some(Mutex::new(file)),
+                bytes,
             }],
             tensors: tensors.into_iter().map(|(k, v)| (k, (0, v))).collect(),
             metadata: BTreeMap::new(),
@@ -175,7 +197,10 @@ impl WeightFile {
         Ok(Self {
             path: path.clone(),
             format: Format::Synthetic,
-            shards: vec![Shard { path, file: None }],
+            shards: vec![Shard {
+                path,
+                bytes: ShardBytes::Synthetic,
+            }],
             tensors,
             metadata: BTreeMap::new(),
             check_values: true,
@@ -244,7 +269,7 @@ impl WeightFile {
             tensors.extend(found.into_iter().map(|(k, v)| (k, (shards.len(), v))));
             shards.push(Shard {
                 path,
-                file: Some(Mutex::new(file)),
+                bytes: ShardBytes::File(Mutex::new(file)),
             });
         }
         if let Some(key) = map.weight_map.keys().find(|k| !tensors.contains_key(*k)) {
@@ -351,21 +376,28 @@ impl WeightFile {
     pub fn read_bytes(&self, key: &str) -> Result<Vec<u8>, WeightError> {
         let (shard, stored) = self.tensors.get(key).ok_or_else(|| self.missing(key))?;
         let shard = &self.shards[*shard];
-        let Some(file) = &shard.file else {
-            let StoredDtype::Safetensors(dtype) = stored.dtype else {
-                return Err(WeightError::Dtype {
-                    path: self.path.clone(),
-                    key: key.to_owned(),
-                    dtype: stored.dtype,
-                });
-            };
-            // Offsets are cumulative, so the start identifies the tensor (its seed).
-            return Ok(synthetic_bytes(
-                stored.offset as usize,
-                stored.len / 2,
-                dtype,
-                self.amplitude,
-            ));
+        let file = match &shard.bytes {
+            ShardBytes::File(file) => file,
+            ShardBytes::Memory(all) => {
+                let start = stored.offset as usize;
+                return Ok(all[start..start + stored.len].to_vec());
+            }
+            ShardBytes::Synthetic => {
+                let StoredDtype::Safetensors(dtype) = stored.dtype else {
+                    return Err(WeightError::Dtype {
+                        path: self.path.clone(),
+                        key: key.to_owned(),
+                        dtype: stored.dtype,
+                    });
+                };
+                // Offsets are cumulative, so the start identifies the tensor (its seed).
+                return Ok(synthetic_bytes(
+                    stored.offset as usize,
+                    stored.len / 2,
+                    dtype,
+                    self.amplitude,
+                ));
+            }
         };
         let mut bytes = vec![0u8; stored.len];
         let io = |source| WeightError::Io {

@@ -26,6 +26,7 @@ mod error;
 mod file;
 mod gguf;
 mod load;
+mod memory;
 mod names;
 pub mod quants;
 mod safetensors;

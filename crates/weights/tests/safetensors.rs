@@ -226,3 +226,51 @@ fn truncated_and_garbage_files_are_errors() {
         Err(WeightError::Io { .. })
     ));
 }
+
+/// In-memory tensors: stored dtypes kept and read like a file's; bad input refused up front.
+#[test]
+fn in_memory_tensors_read_like_a_file() {
+    use burn::tensor::{DType, TensorData};
+    let bf16 = TensorData::new(vec![half::bf16::from_f32(-2.5); 6], [2, 3]);
+    let f32s = TensorData::new(vec![0.25f32, 4.0], [2]);
+    let ids = TensorData::new(vec![1i64, 2], [2]);
+    let file = WeightFile::from_tensors(
+        "in memory",
+        [
+            ("a.weight".to_owned(), bf16),
+            ("b".to_owned(), f32s),
+            ("ids".to_owned(), ids),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        file.dtype("a.weight"),
+        Some(StoredDtype::Safetensors(Dtype::BF16))
+    );
+    assert_eq!(file.stored_bytes("a.weight"), Some(12));
+    assert_eq!(
+        file.read_f32("a.weight").unwrap(),
+        (vec![-2.5; 6], vec![2, 3])
+    );
+    assert_eq!(file.read_f32("b").unwrap(), (vec![0.25, 4.0], vec![2]));
+    assert!(matches!(file.read_f32("ids"), Err(WeightError::Dtype { key, .. }) if key == "ids"));
+    assert!(matches!(file.read_f32("c"), Err(WeightError::Missing { key, .. }) if key == "c"));
+
+    let corrupt = |tensors: Vec<(String, TensorData)>| match WeightFile::from_tensors("m", tensors)
+    {
+        Err(WeightError::Corrupt { reason, .. }) => reason,
+        other => panic!("expected a Corrupt error, got {other:?}"),
+    };
+    let one = || TensorData::new(vec![1.0f32], [1]);
+    assert_eq!(
+        corrupt(vec![("x".into(), one()), ("x".into(), one())]),
+        "`x` is given twice"
+    );
+    let short = TensorData::from_bytes_vec(vec![0; 6], [2], DType::F32);
+    assert_eq!(
+        corrupt(vec![("x".into(), short)]),
+        "`x` has 6 bytes for shape [2] of F32"
+    );
+    let flags = TensorData::new(vec![true, false], [2]);
+    assert!(corrupt(vec![("mask".into(), flags)]).starts_with("`mask` is a Bool"));
+}
