@@ -34,7 +34,8 @@ pub use group_norm::{group_norm, upsample_nearest2x};
 pub use norm::{RmsNorm, rms_norm};
 pub use rope::{apply_rope, rope_pairs, rope_tables};
 
-use burn::tensor::{DType, Tensor, backend::Backend};
+use burn::module::Param;
+use burn::tensor::{DType, FloatDType, Tensor, backend::Backend};
 
 /// A linear layer, `x·W + b` ([`Linear::forward`](burn::nn::Linear::forward)); on Flex one
 /// threaded GEMM split by output columns, with the bias fused in.
@@ -70,6 +71,12 @@ pub fn linear<B: Backend, const D: usize>(
 /// 1 without groups or dilation, im2col by blocks of output rows kept in cache, each block one
 /// threaded-out GEMM written straight into the output.
 ///
+/// Half-precision inputs (f16, bf16) are convolved in f32 and the result rounded once to their
+/// dtype, as PyTorch accumulates half convolutions: CubeCL's direct kernel, the only one its
+/// autotune has for kernels over 1×1 on devices without tensor-core tiles (lavapipe, many Vulkan
+/// and Metal GPUs), sums all `k²·C_in` products in the storage type, which put the f16 VAE at
+/// 5–6× PyTorch's f16 error on wgpu.
+///
 /// # Shapes
 /// `x`: `[N, C_in, H, W]`, returns `[N, C_out, H_out, W_out]`.
 ///
@@ -94,6 +101,14 @@ pub fn conv2d<B: Backend>(layer: &burn::nn::conv::Conv2d<B>, x: Tensor<B, 4>) ->
         Ok(y) => return y,
         Err(x) => x,
     };
+    let dtype = x.dtype();
+    if matches!(dtype, DType::F16 | DType::BF16) {
+        let mut wide = layer.clone();
+        wide.weight = Param::from_tensor(layer.weight.val().cast(FloatDType::F32));
+        wide.bias =
+            (layer.bias.as_ref()).map(|b| Param::from_tensor(b.val().cast(FloatDType::F32)));
+        return conv2d(&wide, x.cast(FloatDType::F32)).cast(FloatDType::from(dtype));
+    }
     layer.forward(x)
 }
 
