@@ -107,9 +107,8 @@ fn wgpu_passes_with_and_without_fusion() {
         .collect();
     assert_eq!(paths, ["fusion", "no fusion"]);
     assert_eq!(all_passed(&report), 28);
-    // Lavapipe has no bf16: a clear error, exit 2. (Its f16 3×3 convolution is ~10× less accurate
-    // than one accumulating in f32, and the doctor says so; see docs/backends.md. Each run takes
-    // minutes of autotuning on lavapipe, so CI runs f32 only.)
+    // Lavapipe has no bf16: a clear error, exit 2. (Each run takes minutes of autotuning on
+    // lavapipe, so CI runs f32 only.)
     sakiko()
         .args(["doctor", "--backend", "wgpu", "--dtype", "bf16"])
         .assert()

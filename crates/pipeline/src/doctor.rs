@@ -387,7 +387,7 @@ impl GroupNorm {
 
 probe!(GroupNorm, Kind::Kernel, |self| "GroupNorm".into());
 
-/// A 3×3 convolution with padding, as in every VAE block.
+/// A 3×3 convolution with padding, as every VAE block runs it (`sakiko_ops::conv2d`).
 struct Conv3x3;
 
 impl Conv3x3 {
@@ -400,7 +400,8 @@ impl Conv3x3 {
         conv.bias = Some(Param::from_tensor(
             randn::<X, 1>(16, [48], device).cast(dtype),
         ));
-        values(conv.forward(randn::<X, 4>(17, [1, 32, 20, 24], device).cast(dtype)))
+        let x = randn::<X, 4>(17, [1, 32, 20, 24], device).cast(dtype);
+        values(sakiko_ops::conv2d(&conv, x))
     }
 }
 
