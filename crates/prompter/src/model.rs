@@ -8,7 +8,9 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, FloatDType, Tensor, TensorData, backend::Backend};
-use sakiko_ops::{RmsNorm, apply_rope, clamp_fp16, repeat_kv, swiglu};
+use sakiko_ops::{
+    CausalMask, RmsNorm, apply_rope, causal_attention, clamp_fp16, repeat_kv, swiglu,
+};
 use sakiko_weights::{HostEmbedding, ParamSource, WeightFile, Weights, load_module};
 
 use crate::{PrompterError, Qwen3Config};
@@ -275,9 +277,13 @@ impl<B: Backend> Qwen3<B> {
         let (cos, sin) =
             sakiko_ops::rope_tables::<B>(c.rope_theta, c.head_dim(), cache.len, l, &device);
         let (cos, sin) = (cos.cast(self.dtype), sin.cast(self.dtype));
-        let mask = (l > 1).then(|| causal_mask::<B>(cache.len, l, c.num_attention_heads, &device));
+        let visible = match (cache.len, l) {
+            (_, 1) => Visible::Cached,
+            (0, _) => Visible::Prefill(CausalMask::new(&[l], None)),
+            (past, _) => Visible::After(causal_mask::<B>(past, l, c.num_attention_heads, &device)),
+        };
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = self.layer(layer, x, &cos, &sin, mask.clone(), slot);
+            x = self.layer(layer, x, &cos, &sin, &visible, slot);
         }
         cache.len = needed;
         Ok(self.norm.forward(x))
@@ -289,7 +295,7 @@ impl<B: Backend> Qwen3<B> {
         x: Tensor<B, 3>,
         cos: &Tensor<B, 4>,
         sin: &Tensor<B, 4>,
-        mask: Option<Tensor<B, 4, Bool>>,
+        visible: &Visible<B>,
         slot: &mut Option<(Tensor<B, 4>, Tensor<B, 4>)>,
     ) -> Tensor<B, 3> {
         let c = &self.config;
@@ -321,12 +327,14 @@ impl<B: Backend> Qwen3<B> {
         *slot = Some((k.clone(), v.clone()));
         // Scores and softmax in f32, as transformers' eager attention does in half precision.
         let f32 = |t: Tensor<B, 4>| t.cast(FloatDType::F32);
-        let a = match mask {
+        let scale = (hd as f64).powf(-0.5);
+        let a = match visible {
             // One new token sees every cached one: no mask, grouped heads without repeating K/V.
-            None => sakiko_ops::attention(f32(q), f32(k), f32(v), None),
-            Some(mask) => {
+            Visible::Cached => sakiko_ops::attention(f32(q), f32(k), f32(v), None),
+            Visible::Prefill(mask) => causal_attention(f32(q), f32(k), f32(v), mask, scale, None),
+            Visible::After(mask) => {
                 let options = AttentionModuleOptions {
-                    scale: Some((hd as f64).powf(-0.5)),
+                    scale: Some(scale),
                     softcap: None,
                     is_causal: false,
                 };
@@ -334,7 +342,7 @@ impl<B: Backend> Qwen3<B> {
                     f32(q),
                     f32(repeat_kv(k, heads / kv)),
                     f32(repeat_kv(v, heads / kv)),
-                    Some(mask),
+                    Some(mask.clone()),
                     None,
                     options,
                 )
@@ -355,6 +363,16 @@ impl<B: Backend> Qwen3<B> {
         );
         clamp_fp16(x + f)
     }
+}
+
+/// Which keys the new tokens of a forward see.
+enum Visible<B: Backend> {
+    /// One new token: every cached key.
+    Cached,
+    /// The prompt, nothing cached: causal (one fused kernel on Flex).
+    Prefill(CausalMask<B>),
+    /// Several new tokens after cached ones: this causal mask.
+    After(Tensor<B, 4, Bool>),
 }
 
 /// The causal mask of `l` new queries after `past` cached keys: `[1, H, L, past + L]`, true =
