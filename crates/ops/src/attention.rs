@@ -1,10 +1,10 @@
 //! Scaled dot-product attention: bidirectional with per-sample key lengths (NextDiT, the VAE) and
 //! causal over right-padded samples (the text encoders), grouped-query heads without repeated K/V.
 
-use burn::tensor::module;
-use burn::tensor::ops::AttentionModuleOptions;
 use std::cell::OnceCell;
 
+use burn::tensor::module;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
 use crate::contiguous;
@@ -152,11 +152,13 @@ impl<B: Backend> CausalMask<B> {
 }
 
 /// Causal self-attention over right-padded samples, as decoder-only text encoders (Gemma-2,
-/// Qwen3's prefill) run it, with the visibility of `mask`; scores scaled by `scale`, then, with a `softcap`, mapped
-/// to `softcap · tanh(score / softcap)` (Gemma-2 as transformers configures it).
+/// Qwen3's prefill) run it, with the visibility of `mask`; scores scaled by `scale`, then, with
+/// a `softcap`, mapped to `softcap · tanh(score / softcap)` (Gemma-2 as transformers configures
+/// it).
 ///
-/// On Flex without softcapping one fused kernel (no mask, no repeated K/V, only each block's visible keys computed);
-/// elsewhere Burn's attention with K/V heads repeated and `mask`'s dense form.
+/// On Flex without softcapping one fused kernel (no mask, no repeated K/V, only each block's
+/// visible keys computed); elsewhere Burn's attention with K/V heads repeated and `mask`'s dense
+/// form.
 /// Padded query rows see the sample's valid keys, as transformers' eager attention gives them.
 ///
 /// # Shapes
