@@ -1,6 +1,6 @@
 //! [`WeightFile`]: one open checkpoint (a safetensors file, the shards of an index, a GGUF file,
-//! tensors in memory, or synthetic values) behind one interface; tensors are read one at a time and converted from
-//! their stored type.
+//! tensors in memory, or synthetic values) behind one interface; tensors are read one at a time
+//! and converted from their stored type.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use safetensors::Dtype;
 
 use crate::gguf::{self, MetaValue};
 use crate::synthetic::synthetic_bytes;
@@ -85,7 +84,7 @@ pub struct WeightFile {
     metadata: BTreeMap<String, MetaValue>,
     check_values: bool,
     /// The largest magnitude of a synthetic checkpoint's values.
-    amplitude: f32,
+    pub(crate) amplitude: f32,
 }
 
 impl WeightFile {
@@ -148,64 +147,6 @@ impl WeightFile {
         let mut file = Self::single(path, Format::Gguf, header.file, header.tensors);
         file.metadata = header.metadata;
         Ok(file)
-    }
-
-    /// A checkpoint of random values (|v| ≤ 0.02, stored as `dtype`: F16 or BF16) with the
-    /// given names and shapes, made on each read and never held whole: models of real sizes for
-    /// benchmarks (`sakiko bench`) without files or downloads. `name` stands in for the path in
-    /// messages.
-    pub fn synthetic(
-        name: impl Into<PathBuf>,
-        tensors: &[(String, Vec<usize>)],
-        dtype: Dtype,
-    ) -> Result<Self, WeightError> {
-        Self::synthetic_with(name, tensors, dtype, crate::synthetic::AMPLITUDE)
-    }
-
-    /// [`WeightFile::synthetic`] with values up to `amplitude` in magnitude: weights large enough
-    /// that small models compute activations of order one (`sakiko doctor`'s models), so that no
-    /// near-zero layer can hide a wrong kernel.
-    pub fn synthetic_with(
-        name: impl Into<PathBuf>,
-        tensors: &[(String, Vec<usize>)],
-        dtype: Dtype,
-        amplitude: f32,
-    ) -> Result<Self, WeightError> {
-        let path = name.into();
-        if !matches!(dtype, Dtype::F16 | Dtype::BF16) {
-            return Err(WeightError::Dtype {
-                path,
-                key: String::new(),
-                dtype: dtype.into(),
-            });
-        }
-        let mut offset = 0;
-        let tensors = tensors
-            .iter()
-            .map(|(key, shape)| {
-                let len = shape.iter().product::<usize>() * 2;
-                let stored = Stored {
-                    dtype: dtype.into(),
-                    shape: shape.clone(),
-                    offset,
-                    len,
-                };
-                offset += len as u64;
-                (key.clone(), (0, stored))
-            })
-            .collect();
-        Ok(Self {
-            path: path.clone(),
-            format: Format::Synthetic,
-            shards: vec![Shard {
-                path,
-                bytes: ShardBytes::Synthetic,
-            }],
-            tensors,
-            metadata: BTreeMap::new(),
-            check_values: true,
-            amplitude,
-        })
     }
 
     /// Opens any checkpoint: a sharded one when `path` is its `….index.json`, GGUF when the file

@@ -2,11 +2,12 @@
 //! file or made on each read, for measuring loading and speed without the real weights.
 
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use safetensors::Dtype;
 
-use crate::{StoredDtype, WeightError};
+use crate::file::{Format, ShardBytes, Stored};
+use crate::{StoredDtype, WeightError, WeightFile};
 
 /// Writes a safetensors file of random half-precision values (`F16` or `BF16`) with the given
 /// names and shapes, streaming tensor by tensor: synthetic checkpoints with real shapes, for
@@ -78,4 +79,55 @@ pub(crate) fn synthetic_bytes(offset: usize, n: usize, dtype: Dtype, amplitude: 
         }
     }
     bytes
+}
+
+impl WeightFile {
+    /// A checkpoint of random values (|v| ≤ 0.02, stored as `dtype`: F16 or BF16) with the
+    /// given names and shapes, made on each read and never held whole: models of real sizes for
+    /// benchmarks (`sakiko bench`) without files or downloads. `name` stands in for the path in
+    /// messages.
+    pub fn synthetic(
+        name: impl Into<PathBuf>,
+        tensors: &[(String, Vec<usize>)],
+        dtype: Dtype,
+    ) -> Result<Self, WeightError> {
+        Self::synthetic_with(name, tensors, dtype, AMPLITUDE)
+    }
+
+    /// [`WeightFile::synthetic`] with values up to `amplitude` in magnitude: weights large enough
+    /// that small models compute activations of order one (`sakiko doctor`'s models), so that no
+    /// near-zero layer can hide a wrong kernel.
+    pub fn synthetic_with(
+        name: impl Into<PathBuf>,
+        tensors: &[(String, Vec<usize>)],
+        dtype: Dtype,
+        amplitude: f32,
+    ) -> Result<Self, WeightError> {
+        let path = name.into();
+        if !matches!(dtype, Dtype::F16 | Dtype::BF16) {
+            return Err(WeightError::Dtype {
+                path,
+                key: String::new(),
+                dtype: dtype.into(),
+            });
+        }
+        let mut offset = 0;
+        let tensors = tensors
+            .iter()
+            .map(|(key, shape)| {
+                let len = shape.iter().product::<usize>() * 2;
+                let stored = Stored {
+                    dtype: dtype.into(),
+                    shape: shape.clone(),
+                    offset,
+                    len,
+                };
+                offset += len as u64;
+                (key.clone(), stored)
+            })
+            .collect();
+        let mut file = Self::one_shard(&path, Format::Synthetic, ShardBytes::Synthetic, tensors);
+        file.amplitude = amplitude;
+        Ok(file)
+    }
 }
