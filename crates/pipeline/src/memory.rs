@@ -50,8 +50,8 @@ impl MemoryEstimate {
             + u(te.num_hidden_layers) * te_layer * te_bytes;
         let te_act = u(prompt_tokens) * u(te.hidden_size.max(te.intermediate_size)) * te_bytes * 8;
 
-        // NextDiT: prompt and negative in one batch (CFG); per token a handful of hidden-wide tensors and
-        // the SwiGLU intermediate, plus attention scores.
+        // NextDiT: prompt and negative in one batch (CFG); per token a handful of hidden-wide
+        // tensors and the SwiGLU intermediate, plus attention scores.
         let patch = u(dit.patch_size) * u(vae.downscale());
         let tokens = u(request.width) / patch * (u(request.height) / patch) + u(prompt_tokens);
         let rows = 2 * u(request.batch);

@@ -13,12 +13,12 @@ use crate::{StoredDtype, WeightError};
 impl WeightFile {
     /// A checkpoint of `tensors` (names as a file would store them, shapes in PyTorch's order),
     /// read like any file: each keeps its element type until a model loads it and converts it
-    /// once to the load dtype (F32, F64, F16 and BF16 load; integer and bool tensors are kept
-    /// and refused at load, as a file's would be). `name` stands in for the path in messages.
+    /// once to the load dtype (F32, F64, F16 and BF16 load; integer tensors are kept and refused
+    /// at load, as a file's would be). `name` stands in for the path in messages.
     ///
     /// # Errors
     /// [`WeightError::Corrupt`] for a name given twice, bytes that do not match the shape, or a
-    /// tensor no checkpoint format holds (Burn's quantised tensors).
+    /// tensor of another element type (bool, Burn's quantised tensors).
     ///
     /// # Example
     /// ```
