@@ -131,9 +131,19 @@ pub struct DtypeArgs {
     /// The VAE's compute dtype, overriding --dtype.
     #[arg(long, value_enum, value_name = "DTYPE")]
     vae_dtype: Option<DitDtype>,
+    /// Keep a GGUF denoiser's Q8_0 weights quantised on the device (1.125 instead of 2 bytes
+    /// per weight). Default: on CUDA and wgpu while no adapter patches the denoiser; Flex
+    /// dequantises at load.
+    #[arg(long, value_name = "BOOL")]
+    keep_quantized: Option<bool>,
 }
 
 impl DtypeArgs {
+    /// Whether Q8_0 denoiser weights stay quantised (`None`: automatic).
+    pub fn keep_quantized(&self) -> Option<bool> {
+        self.keep_quantized
+    }
+
     /// The denoiser's dtype (`None`: the backend's default).
     pub fn dit(&self) -> Option<FloatDType> {
         self.dit_dtype.unwrap_or(self.dtype).float()

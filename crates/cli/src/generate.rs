@@ -289,6 +289,7 @@ impl Job for GenerateArgs {
             .text_encoder_dtype(self.dtypes.text_encoder())
             .vae_dtype(self.dtypes.vae())
             .check_weights(!self.no_weight_check)
+            .keep_quantized(self.dtypes.keep_quantized())
             .build()?;
         let quiet = self.quiet;
         let say = |line: String| {
@@ -303,6 +304,13 @@ impl Job for GenerateArgs {
             pipeline.text_encoder().dtype(),
             pipeline.vae_dtype()
         ));
+        let kept = pipeline.kept_quantized();
+        if kept > 0 {
+            say(format!(
+                "{:.1}M denoiser weights kept quantised (Q8_0)",
+                kept as f64 / 1e6
+            ));
+        }
         let bar = if quiet {
             ProgressBar::hidden()
         } else {

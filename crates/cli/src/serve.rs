@@ -138,6 +138,7 @@ impl Job for ServeArgs {
                 text_encoder_dtype: self.dtypes.text_encoder(),
                 vae_dtype: self.dtypes.vae(),
                 check_weights: !self.no_weight_check,
+                keep_quantized: self.dtypes.keep_quantized(),
                 ..PipelineOptions::default()
             },
             queue: self.queue,

@@ -113,18 +113,21 @@ fn reproduce(name: &str, backend: &str) {
     reproduce_with(name, backend, &[], &expected(), name);
 }
 
-/// [`reproduce`] with `extra` arguments, against case `reference` of `expected`.
+const KEPT: &str = "denoiser weights kept quantised (Q8_0)";
+
+/// [`reproduce`] with `extra` arguments, against case `reference` of `expected`; returns what
+/// the command printed on stderr.
 fn reproduce_with(
     name: &str,
     backend: &str,
     extra: &[String],
     expected: &WeightFile,
     reference: &str,
-) {
+) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("out.png");
     let latent = dir.path().join("latent.safetensors");
-    sakiko()
+    let run = sakiko()
         .args(case(name))
         .args(extra)
         .args(["--backend", backend, "--save-latent"])
@@ -133,6 +136,7 @@ fn reproduce_with(
         .arg(&out)
         .assert()
         .success();
+    let stderr = String::from_utf8_lossy(&run.get_output().stderr).into_owned();
     let (ours, shape) = WeightFile::open(&latent)
         .and_then(|f| f.read_f32("latent"))
         .expect("latent");
@@ -172,6 +176,7 @@ fn reproduce_with(
         worst <= 1,
         "{name} on {backend}: pixels differ by {worst} levels"
     );
+    stderr
 }
 
 #[test]
@@ -195,7 +200,25 @@ fn generate_with_a_q8_0_gguf_denoiser_reproduces_the_reference() {
         "--dit".into(),
         lowp("models/diffusion_models/tiny_lumina_q8_0.gguf"),
     ];
-    reproduce_with("euler", "flex", &dit, &expected, "gguf");
+    let stderr = reproduce_with("euler", "flex", &dit, &expected, "gguf");
+    assert!(!stderr.contains(KEPT), "{stderr}");
+}
+
+#[test]
+fn flex_refuses_to_keep_weights_quantised() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sakiko()
+        .args(case("euler"))
+        .args([
+            "--dit",
+            &lowp("models/diffusion_models/tiny_lumina_q8_0.gguf"),
+        ])
+        .args(["--keep-quantized", "true", "-o"])
+        .arg(dir.path().join("out.png"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("invalid keep_quantized true"));
+    assert!(!dir.path().join("out.png").exists());
 }
 
 #[test]
@@ -250,7 +273,17 @@ fn generate_reproduces_the_reference_on_wgpu() {
         "--dit".into(),
         lowp("models/diffusion_models/tiny_lumina_q8_0.gguf"),
     ];
-    reproduce_with("euler", "wgpu", &dit, &expected, "gguf");
+    // Kept quantised on wgpu by default, dequantised at load when asked: both reproduce it.
+    let stderr = reproduce_with("euler", "wgpu", &dit, &expected, "gguf");
+    assert!(stderr.contains(KEPT), "{stderr}");
+    let dit = [
+        dit[0].clone(),
+        dit[1].clone(),
+        "--keep-quantized".into(),
+        "false".into(),
+    ];
+    let stderr = reproduce_with("euler", "wgpu", &dit, &expected, "gguf");
+    assert!(!stderr.contains(KEPT), "{stderr}");
 }
 
 #[cfg(feature = "wgpu")]

@@ -503,3 +503,74 @@ fn an_undetectable_configuration_says_what_to_pass() {
          config.json (`--dit-config config.json`, or `ModelFiles::with_dit_config`)"
     );
 }
+
+/// Counts the quantised float parameters of a module.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+struct Quantised(usize);
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl<B: Backend> burn::module::ModuleVisitor<B> for Quantised {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<B, D>>) {
+        if let DType::QFloat(_) = param.val().dtype() {
+            self.0 += 1;
+        }
+    }
+}
+
+/// A GGUF Q8_0 denoiser with its linear weights kept quantised (`with_q8_0_kept`, CubeCL
+/// backends only) against the same file dequantised at load: the same weight values, multiplied
+/// by the backend's quantised GEMM. Batches of 2 (CFG) and 1 (the one-row products of the
+/// timestep MLP and adaLN). Returns the largest difference and how many weights stayed quantised.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn kept_q8_0<B: Backend>(device: &B::Device) -> (f32, usize) {
+    use burn::module::Module;
+    let path = fixture(
+        "../../../pipeline/tests/fixtures/lowp/models/diffusion_models/tiny_lumina_q8_0.gguf",
+    );
+    let dense =
+        NextDit::<B>::from_weights(&WeightFile::open_any(&path).unwrap(), None, device).unwrap();
+    let file = WeightFile::open_any(&path).unwrap().with_q8_0_kept(true);
+    let kept = NextDit::<B>::from_weights(&file, None, device).unwrap();
+    let mut count = Quantised(0);
+    kept.visit(&mut count);
+    let c = dense.config().clone();
+    let random = |shape: [usize; 3], seed: usize| {
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        Tensor::<B, 3>::from_data(TensorData::new(values, shape), device)
+    };
+    let x = random([2, c.in_channels, 64], 1).reshape([2, c.in_channels, 8, 8]);
+    let cap = random([2, 7, c.cap_feat_dim], 2);
+    let mut worst = 0.0f32;
+    for batch in [2, 1] {
+        let (x, cap) = (
+            x.clone().narrow(0, 0, batch),
+            cap.clone().narrow(0, 0, batch),
+        );
+        let lens = &[7, 4][..batch];
+        let t = &[0.3, 0.7][..batch];
+        let run = |m: &NextDit<B>| m.forward(x.clone(), t, cap.clone(), lens).unwrap();
+        worst = worst.max(max_diff(run(&kept), run(&dense)));
+    }
+    (worst, count.0)
+}
+
+#[cfg(feature = "wgpu")]
+#[test]
+fn q8_0_weights_kept_quantised_match_dequantised_ones_on_wgpu() {
+    let (diff, kept) = kept_q8_0::<burn::backend::Wgpu>(&Default::default());
+    println!("wgpu: {kept} weights kept quantised, max |Δ| {diff:.2e}");
+    assert!(kept > 0);
+    assert!(diff < 1e-4, "{diff}");
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn q8_0_weights_kept_quantised_match_dequantised_ones_on_cuda() {
+    let (diff, kept) = kept_q8_0::<burn::backend::Cuda>(&Default::default());
+    println!("cuda: {kept} weights kept quantised, max |Δ| {diff:.2e}");
+    assert!(kept > 0);
+    assert!(diff < 1e-4, "{diff}");
+}

@@ -64,7 +64,40 @@ pub fn linear<B: Backend, const D: usize>(
         Ok(y) => return y,
         Err(x) => x,
     };
+    let weight = layer.weight.val();
+    if let DType::QFloat(_) = weight.dtype() {
+        return quantized_linear(weight, layer.bias.as_ref().map(|b| b.val()), x);
+    }
     layer.forward(x)
+}
+
+/// `x·W + b` with `W` a quantised `[in, out]` view (`sakiko_weights`' kept Q8_0 weights):
+/// `Tensor::matmul` reaches the backend's quantised GEMM (on CubeCL, blocks dequantised as they
+/// are read), where `Linear::forward` would dequantise the whole weight first, into the
+/// backend's default float type rather than `x`'s.
+fn quantized_linear<B: Backend, const D: usize>(
+    weight: Tensor<B, 2>,
+    bias: Option<Tensor<B, 1>>,
+    x: Tensor<B, D>,
+) -> Tensor<B, D> {
+    let mut dims = x.dims();
+    let [k, n] = weight.dims();
+    let rows = dims[..D - 1].iter().product();
+    let x = x.reshape([rows, k]);
+    // Burn 0.21's fusion adds the bias wrongly to a one-row product with a transposed weight
+    // (`tests/fusion.rs`), and the quantised weight is such a view: one row goes through as two.
+    let x = if rows == 1 {
+        Tensor::cat(vec![x.clone(), x], 0)
+    } else {
+        x
+    };
+    let y = x.matmul(weight);
+    let y = match bias {
+        Some(b) => y + b.unsqueeze_dim(0),
+        None => y,
+    };
+    dims[D - 1] = n;
+    y.narrow(0, 0, rows).reshape(dims)
 }
 
 /// A 2-D convolution ([`Conv2d::forward`](burn::nn::conv::Conv2d::forward)); on Flex, at stride

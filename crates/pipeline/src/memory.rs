@@ -24,15 +24,17 @@ pub struct MemoryEstimate {
 
 impl MemoryEstimate {
     /// The estimate for `request` with these models (`params`: stored parameter counts of the
-    /// denoiser and VAE; `bytes`: bytes per value of the text encoder, the denoiser and the VAE,
-    /// 4 for f32, 2 for bf16/f16; weights are dequantised to these at load, whatever the file
-    /// stores).
+    /// denoiser and VAE; `q8_0_params`: the denoiser's parameters kept quantised as Q8_0, 34
+    /// bytes per 32; `bytes`: bytes per value of the text encoder, the denoiser and the VAE, 4
+    /// for f32, 2 for bf16/f16; all other weights are dequantised to these at load, whatever the
+    /// file stores).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         te: &Gemma2Config,
         dit: &NextDitConfig,
         vae: &VaeConfig,
         params: [u64; 2],
+        q8_0_params: u64,
         [te_bytes, dit_bytes, vae_bytes]: [u64; 3],
         request: &GenerationRequest,
         prompt_tokens: usize,
@@ -57,7 +59,8 @@ impl MemoryEstimate {
         let rows = 2 * u(request.batch);
         let dit_act = rows * tokens * (12 * u(dit.hidden_size) + 3 * u(dit.ffn_dim())) * dit_bytes
             + rows * u(dit.num_attention_heads) * tokens * tokens * dit_bytes;
-        let dit_weights = params[0] * dit_bytes;
+        let q8_0_params = q8_0_params.min(params[0]);
+        let dit_weights = (params[0] - q8_0_params) * dit_bytes + q8_0_params * 34 / 32;
 
         // VAE: three full-resolution tensors of the widest full-resolution level, and the
         // single-head attention over the lowest level.

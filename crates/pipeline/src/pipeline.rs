@@ -118,6 +118,11 @@ pub struct PipelineOptions {
     /// Check every weight at load for NaN, infinity and values beyond f16's range when loaded in
     /// f16 (on by default: one pass over values already in memory).
     pub check_weights: bool,
+    /// Keep the denoiser's GGUF Q8_0 linear weights quantised in device memory (1.125 bytes
+    /// per weight instead of 2 in bf16; the GEMM dequantises blocks as it reads them, exactly).
+    /// `None`: on CubeCL backends (CUDA, wgpu) while no adapter patches the denoiser; Flex
+    /// dequantises at load (its quantised matmul would dequantise the whole weight at every call).
+    pub keep_quantized: Option<bool>,
 }
 
 impl Default for PipelineOptions {
@@ -131,6 +136,7 @@ impl Default for PipelineOptions {
             text_encoder_dtype: None,
             vae_dtype: None,
             check_weights: true,
+            keep_quantized: None,
         }
     }
 }
@@ -246,6 +252,13 @@ impl<B: Backend> PipelineBuilder<B> {
         self
     }
 
+    /// Keep Q8_0 denoiser weights quantised on the device (`None`: automatic, see
+    /// [`PipelineOptions::keep_quantized`]).
+    pub fn keep_quantized(mut self, keep: Option<bool>) -> Self {
+        self.options.keep_quantized = keep;
+        self
+    }
+
     /// Checks the backend, reads the tokenizer and every header, and checks that the components
     /// fit together. No weights are loaded yet.
     pub fn build(self) -> Result<Pipeline<B>, PipelineError> {
@@ -289,13 +302,28 @@ impl<B: Backend> PipelineBuilder<B> {
             .with_dtype(resolve(self.options.text_encoder_dtype)?)
             .with_weight_check(self.options.check_weights)
             .with_adapter_backup(self.options.keep_in_memory);
+        let dit_prefix = sakiko_nextdit::identify(&dit_file).map(|(p, _)| p);
         let params = [
-            parameter_count(
-                &dit_file,
-                sakiko_nextdit::identify(&dit_file).map(|(p, _)| p),
-            ),
+            parameter_count(&dit_file, dit_prefix.as_deref()),
             parameter_count(&vae_file, sakiko_vae::identify(&vae_file).map(|(p, _)| p)),
         ];
+        let flex = crate::backend::backend_name::<B>() == "flex";
+        if flex && self.options.keep_quantized == Some(true) {
+            return Err(PipelineError::Request {
+                name: "keep_quantized",
+                value: "true".into(),
+                expected: "false or automatic on Flex, which dequantises weights at load (its \
+                           quantised matrix product would dequantise the whole weight at every \
+                           call, and it requantises transposed blocks lossily)"
+                    .into(),
+            });
+        }
+        let keep_q8_0 = self.options.keep_quantized.unwrap_or(!flex);
+        let q8_0_params = if keep_q8_0 {
+            q8_0_linear_count(&dit_file, dit_prefix.as_deref())
+        } else {
+            0
+        };
         Ok(Pipeline {
             files: self.files,
             device: self.device,
@@ -306,6 +334,9 @@ impl<B: Backend> PipelineBuilder<B> {
             dit_dtype,
             vae_dtype,
             params,
+            keep_q8_0,
+            q8_0_params,
+            dit_quantized: false,
             dit: None,
             vae: None,
             adapters: Default::default(),
@@ -323,6 +354,19 @@ pub fn auto_dtype<B: Backend>(device: &B::Device) -> FloatDType {
     } else {
         FloatDType::F32
     }
+}
+
+/// Parameters of the 2-D Q8_0 tensors (linear weights) under `prefix`.
+fn q8_0_linear_count<E>(file: &WeightFile, prefix: Result<&str, E>) -> u64 {
+    let Ok(prefix) = prefix else { return 0 };
+    let q8_0 = Some(sakiko_weights::StoredDtype::Gguf(
+        sakiko_weights::GgmlType::Q8_0,
+    ));
+    file.keys()
+        .filter(|k| k.starts_with(prefix) && file.dtype(k) == q8_0)
+        .filter_map(|k| file.shape(k).filter(|s| s.len() == 2))
+        .map(|s| s.iter().product::<usize>() as u64)
+        .sum()
 }
 
 /// Parameters stored under `prefix` (0 when the prefix is unknown).
@@ -363,6 +407,12 @@ pub struct Pipeline<B: Backend> {
     vae_dtype: FloatDType,
     /// Stored parameter counts of the denoiser and the VAE.
     params: [u64; 2],
+    /// Whether Q8_0 denoiser weights are loaded quantised (while no adapter patches it).
+    keep_q8_0: bool,
+    /// The denoiser's parameters that are kept quantised when loaded so.
+    q8_0_params: u64,
+    /// Whether the resident denoiser holds quantised weights (adapters need it read again).
+    dit_quantized: bool,
     dit: Option<NextDit<B>>,
     vae: Option<Vae<B>>,
     /// The adapters merged into the denoiser and the text encoder.
@@ -406,6 +456,16 @@ impl<B: Backend> Pipeline<B> {
         &mut self.text
     }
 
+    /// How many of the denoiser's parameters it holds quantised (Q8_0) when loaded now (see
+    /// [`PipelineOptions::keep_quantized`]).
+    pub fn kept_quantized(&self) -> u64 {
+        if self.keep_q8_0 && self.adapters.dit().is_empty() {
+            self.q8_0_params
+        } else {
+            0
+        }
+    }
+
     /// The memory a request needs, by stage (see [`MemoryEstimate`]).
     pub fn estimate(&self, request: &GenerationRequest, prompt_tokens: usize) -> MemoryEstimate {
         MemoryEstimate::new(
@@ -413,6 +473,7 @@ impl<B: Backend> Pipeline<B> {
             &self.dit_config,
             &self.vae_config,
             self.params,
+            self.kept_quantized(),
             [self.text.dtype(), self.dit_dtype, self.vae_dtype]
                 .map(|d| DType::from(d).size() as u64),
             request,
@@ -716,15 +777,18 @@ impl<B: Backend> Pipeline<B> {
             component: Component::Dit,
             path: self.files.dit.clone(),
         })?;
+        let keep = self.kept_quantized() > 0;
         let dit = NextDit::from_weights_as(
             &self
                 .files
                 .open_dit()?
-                .with_value_check(self.options.check_weights),
+                .with_value_check(self.options.check_weights)
+                .with_q8_0_kept(keep),
             Some(self.dit_config.clone()),
             self.dit_dtype,
             &self.device,
         )?;
+        self.dit_quantized = keep && self.q8_0_params > 0;
         Ok(self.merge_dit(dit))
     }
 

@@ -83,6 +83,7 @@ pub struct WeightFile {
     tensors: HashMap<String, (usize, Stored)>,
     metadata: BTreeMap<String, MetaValue>,
     check_values: bool,
+    keep_q8_0: bool,
     /// The largest magnitude of a synthetic checkpoint's values.
     pub(crate) amplitude: f32,
 }
@@ -109,6 +110,7 @@ impl WeightFile {
             tensors: tensors.into_iter().map(|(k, v)| (k, (0, v))).collect(),
             metadata: BTreeMap::new(),
             check_values: true,
+            keep_q8_0: false,
             amplitude: crate::synthetic::AMPLITUDE,
         }
     }
@@ -126,6 +128,22 @@ impl WeightFile {
     /// Whether loading checks values (see [`WeightFile::with_value_check`]).
     pub fn checks_values(&self) -> bool {
         self.check_values
+    }
+
+    /// Sets whether [`crate::load_module`] keeps linear weights stored as GGUF Q8_0 quantised
+    /// (off by default): each becomes a Burn quantised tensor (int8 values, one f32 scale per
+    /// block of 32 inputs, 1.125 bytes per weight instead of 2 in bf16), whose matrix products
+    /// CubeCL (CUDA, wgpu) computes by dequantising blocks as the GEMM reads them; `value ·
+    /// scale` is the dequantised weight exactly. Layers run it through `sakiko_ops::linear`. Only
+    /// for CubeCL backends: Flex multiplies such a weight by dequantising it whole at every call.
+    pub fn with_q8_0_kept(mut self, on: bool) -> Self {
+        self.keep_q8_0 = on;
+        self
+    }
+
+    /// Whether loading keeps Q8_0 linear weights quantised (see [`WeightFile::with_q8_0_kept`]).
+    pub fn keeps_q8_0(&self) -> bool {
+        self.keep_q8_0
     }
 
     /// Opens one safetensors file and validates its header against the file size.
@@ -227,6 +245,7 @@ impl WeightFile {
             tensors,
             metadata: BTreeMap::new(),
             check_values: true,
+            keep_q8_0: false,
             amplitude: crate::synthetic::AMPLITUDE,
         })
     }

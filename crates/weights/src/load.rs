@@ -5,9 +5,11 @@
 //! replaces.
 
 use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::quantization::{QuantLevel, QuantParam, QuantScheme, QuantStore, QuantValue};
 use burn::tensor::{FloatDType, Tensor, TensorData, backend::Backend};
 
-use crate::{WeightError, Weights};
+use crate::quants::{self, GgmlType};
+use crate::{StoredDtype, WeightError, Weights};
 
 /// Where a parameter's values are in a checkpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,6 +46,26 @@ impl ParamSource {
     }
 }
 
+/// A parameter's values as read.
+enum Read {
+    /// Values to convert to the parameter's load dtype.
+    Float(TensorData, FloatDType),
+    /// Q8_0 blocks as a Burn quantised tensor stored `[out, in]`; the parameter is its
+    /// transposed view ([`crate::WeightFile::with_q8_0_kept`]).
+    Q8_0(TensorData),
+}
+
+/// GGUF Q8_0 in Burn's terms: int8 values (Q8F: a block may hold −128), one f32 scale per 32
+/// values along the last (`in`) dimension, packed four to a `u32` (little-endian, so the bytes
+/// are the int8 values in order), as CubeCL stores quantised tensors.
+fn q8_0_scheme() -> QuantScheme {
+    QuantScheme::default()
+        .with_value(QuantValue::Q8F)
+        .with_store(QuantStore::PackedU32(0))
+        .with_param(QuantParam::F32)
+        .with_level(QuantLevel::block([1, 32]))
+}
+
 /// The module mapper: tracks the path, reads each parameter, keeps the first error.
 struct Loader<'a, 'w, F> {
     weights: &'a Weights<'w>,
@@ -53,7 +75,7 @@ struct Loader<'a, 'w, F> {
 }
 
 impl<F: FnMut(&str, &[usize]) -> Result<ParamSource, WeightError>> Loader<'_, '_, F> {
-    fn read(&mut self, shape: &[usize]) -> Result<(TensorData, FloatDType), WeightError> {
+    fn read(&mut self, shape: &[usize]) -> Result<Read, WeightError> {
         let path = self.path.join(".");
         let source = (self.resolve)(&path, shape)?;
         let file = self.weights.file();
@@ -62,6 +84,9 @@ impl<F: FnMut(&str, &[usize]) -> Result<ParamSource, WeightError>> Loader<'_, '_
             (None, true) => shape.iter().rev().copied().collect(),
             (None, false) => shape.to_vec(),
         };
+        if let Some(data) = self.q8_0(&source, &stored)? {
+            return Ok(Read::Q8_0(data));
+        }
         let rows: Vec<usize> = source
             .keys
             .iter()
@@ -121,7 +146,52 @@ impl<F: FnMut(&str, &[usize]) -> Result<ParamSource, WeightError>> Loader<'_, '_
             }
             values = t;
         }
-        Ok((TensorData::new(values, shape.to_vec()), source.dtype))
+        Ok(Read::Float(
+            TensorData::new(values, shape.to_vec()),
+            source.dtype,
+        ))
+    }
+
+    /// A linear weight stored as one Q8_0 tensor, kept quantised when the file asks for it.
+    fn q8_0(
+        &self,
+        source: &ParamSource,
+        stored: &[usize],
+    ) -> Result<Option<TensorData>, WeightError> {
+        let file = self.weights.file();
+        let [key] = &source.keys[..] else {
+            return Ok(None);
+        };
+        let full = self.weights.key(key);
+        if !file.keeps_q8_0()
+            || !source.transpose
+            || source.stored_shape.is_some()
+            || stored.len() != 2
+            || file.dtype(&full) != Some(StoredDtype::Gguf(GgmlType::Q8_0))
+        {
+            return Ok(None);
+        }
+        let found = file.shape(&full).unwrap_or_default();
+        if found != stored {
+            return Err(WeightError::Shape {
+                path: file.path().to_path_buf(),
+                key: full,
+                expected: stored.to_vec(),
+                found: found.to_vec(),
+            });
+        }
+        let (values, scales) = quants::q8_0_blocks(&file.read_bytes(&full)?);
+        if file.checks_values() {
+            check_values(&scales, FloatDType::F32, || {
+                (file.path().to_path_buf(), full.clone())
+            })?;
+        }
+        Ok(Some(TensorData::quantized(
+            values,
+            stored.to_vec(),
+            q8_0_scheme(),
+            &scales,
+        )))
     }
 }
 
@@ -172,8 +242,13 @@ impl<B: Backend, F: FnMut(&str, &[usize]) -> Result<ParamSource, WeightError>> M
         }
         let shape = param.lazy_shape().to_vec();
         match self.read(&shape) {
-            Ok((data, dtype)) => {
+            Ok(Read::Float(data, dtype)) => {
                 let tensor = Tensor::from_data(data, (&param.lazy_device(), dtype.into()));
+                Param::initialized(param.id, tensor)
+            }
+            Ok(Read::Q8_0(data)) => {
+                // Blocks run along `in`, the GEMM's K for the `[in, out]` view.
+                let tensor = Tensor::<B, D>::from_data(data, &param.lazy_device()).transpose();
                 Param::initialized(param.id, tensor)
             }
             Err(e) => {

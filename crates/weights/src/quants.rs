@@ -211,6 +211,18 @@ pub fn dequantize(bytes: &[u8], ty: GgmlType, out: &mut Vec<f32>) -> Result<(), 
     Ok(())
 }
 
+/// Q8_0 blocks as they are: each block's 32 int8 values and its scale `d` (f16, widened to
+/// f32), for keeping the weights quantised ([`crate::WeightFile::keep_q8_0`]). `bytes.len()` must
+/// be a multiple of 34 bytes; `value · scale` is [`dequantize`]'s result exactly.
+pub fn q8_0_blocks(bytes: &[u8]) -> (Vec<i8>, Vec<f32>) {
+    let blocks = bytes.chunks_exact(GgmlType::Q8_0.block_bytes());
+    let scales = blocks.clone().map(|b| half(b, 0)).collect();
+    let values = blocks
+        .flat_map(|b| b[2..34].iter().map(|&q| q as i8))
+        .collect();
+    (values, scales)
+}
+
 /// Element `e` of a Q5 block: a low nibble from `qs` and the fifth bit from `h`.
 fn five_bits(qs: &[u8], h: u32, e: usize) -> u8 {
     ((qs[e % 16] >> (4 * (e / 16))) & 0xF) | ((((h >> e) & 1) as u8) << 4)
