@@ -128,7 +128,8 @@ fn reproduce_with(
     let out = dir.path().join("out.png");
     let latent = dir.path().join("latent.safetensors");
     let run = sakiko()
-        .args(case(name))
+        // Not quiet: callers check the informational lines.
+        .args(case(name).into_iter().filter(|a| a != "--quiet"))
         .args(extra)
         .args(["--backend", backend, "--save-latent"])
         .arg(&latent)

@@ -91,7 +91,10 @@ fn quantized_linear<B: Backend, const D: usize>(
     } else {
         x
     };
-    let y = x.matmul(weight);
+    // With fusion on, the quantised product comes out in the backend's default float type,
+    // whatever `x`'s: back to `x`'s (a no-op in f32).
+    let dtype = FloatDType::from(x.dtype());
+    let y = x.matmul(weight).cast(dtype);
     let y = match bias {
         Some(b) => y + b.unsqueeze_dim(0),
         None => y,

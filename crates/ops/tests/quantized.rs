@@ -9,7 +9,7 @@
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::quantization::{QuantLevel, QuantParam, QuantScheme, QuantStore, QuantValue};
-use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
+use burn::tensor::{DType, FloatDType, Tensor, TensorData, backend::Backend};
 
 mod common;
 use common::{tensor, values};
@@ -84,6 +84,19 @@ fn errors<B: Backend>(dev: &B::Device) -> (Vec<f32>, f32) {
     (errors, max_diff(plain, sakiko_ops::linear(&dense, x)))
 }
 
+/// The kept layer in f16 (f16 input and bias): its output stays f16; max |Δ| against the f32
+/// dequantised layer.
+fn f16_error<B: Backend>(dev: &B::Device) -> f32 {
+    let [mut kept, dense] = layers::<B>(dev);
+    kept.bias = kept
+        .bias
+        .map(|b| Param::from_tensor(b.val().cast(FloatDType::F16)));
+    let x = tensor::<B, 3>([2, 7, 256], 3, dev);
+    let half = sakiko_ops::linear(&kept, x.clone().cast(FloatDType::F16));
+    assert_eq!(half.dtype(), DType::F16);
+    max_diff(half, sakiko_ops::linear(&dense, x))
+}
+
 #[cfg(feature = "wgpu")]
 #[test]
 fn q8_0_weights_kept_quantised_on_wgpu() {
@@ -94,6 +107,10 @@ fn q8_0_weights_kept_quantised_on_wgpu() {
     // Negative control: without the one-row guard the fused bias is wrong (if this starts to
     // fail, Burn fixed it).
     assert!(plain > 1.0, "{plain}");
+    let half = f16_error::<burn::backend::Wgpu>(&Default::default());
+    println!("wgpu, f16 input: max |Δ| {half} against f32");
+    // f16 rounds outputs of ±60 to steps of 1/32, and its input to 11 bits.
+    assert!(half < 0.25, "{half}");
 }
 
 /// On CUDA the guarded layer must be right; the unguarded one-row case is printed
@@ -104,4 +121,7 @@ fn q8_0_weights_kept_quantised_on_cuda() {
     let (errors, plain) = errors::<burn::backend::Cuda>(&Default::default());
     println!("cuda, rows {ROWS:?}: max |Δ| {errors:?}; plain x·W + b at one row: {plain}");
     assert!(errors.iter().all(|&e| e < 1e-3), "{errors:?}");
+    let half = f16_error::<burn::backend::Cuda>(&Default::default());
+    println!("cuda, f16 input: max |Δ| {half} against f32");
+    assert!(half < 0.25, "{half}");
 }

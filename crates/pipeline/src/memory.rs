@@ -24,10 +24,10 @@ pub struct MemoryEstimate {
 
 impl MemoryEstimate {
     /// The estimate for `request` with these models (`params`: stored parameter counts of the
-    /// denoiser and VAE; `q8_0_params`: the denoiser's parameters kept quantised as Q8_0, 34
-    /// bytes per 32; `bytes`: bytes per value of the text encoder, the denoiser and the VAE, 4
-    /// for f32, 2 for bf16/f16; all other weights are dequantised to these at load, whatever the
-    /// file stores).
+    /// denoiser and VAE; `q8_0_params`: the denoiser's parameters kept quantised as Q8_0, 32
+    /// int8 values and an f32 scale per block, 36 bytes per 32; `bytes`: bytes per value of the
+    /// text encoder, the denoiser and the VAE, 4 for f32, 2 for bf16/f16; all other weights are
+    /// dequantised to these at load, whatever the file stores).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         te: &Gemma2Config,
@@ -60,7 +60,7 @@ impl MemoryEstimate {
         let dit_act = rows * tokens * (12 * u(dit.hidden_size) + 3 * u(dit.ffn_dim())) * dit_bytes
             + rows * u(dit.num_attention_heads) * tokens * tokens * dit_bytes;
         let q8_0_params = q8_0_params.min(params[0]);
-        let dit_weights = (params[0] - q8_0_params) * dit_bytes + q8_0_params * 34 / 32;
+        let dit_weights = (params[0] - q8_0_params) * dit_bytes + q8_0_params * 36 / 32;
 
         // VAE: three full-resolution tensors of the widest full-resolution level, and the
         // single-head attention over the lowest level.
@@ -101,5 +101,42 @@ impl std::fmt::Display for MemoryEstimate {
             gib(self.dit),
             gib(self.vae)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 2B denoiser in bf16, all of it stored as dequantised bf16 or some of it kept as Q8_0.
+    fn dit_stage(q8_0_params: u64) -> u64 {
+        let dit = NextDitConfig::lumina2_2b();
+        let params = dit
+            .tensor_shapes()
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>() as u64)
+            .sum();
+        let request = GenerationRequest::new("x").size(1024, 1024);
+        let estimate = MemoryEstimate::new(
+            &Gemma2Config::gemma_2_2b(),
+            &dit,
+            &VaeConfig::flux(),
+            [params, 84_000_000],
+            q8_0_params,
+            [2, 2, 2],
+            &request,
+            96,
+            false,
+        );
+        estimate.dit
+    }
+
+    #[test]
+    fn q8_0_weights_count_36_bytes_per_32() {
+        let (dense, kept) = (dit_stage(0), dit_stage(2_400_000_000));
+        // 2.4 B weights at 1.125 instead of 2 bytes each.
+        assert_eq!(dense - kept, 2_400_000_000 * 2 - 2_400_000_000 * 36 / 32);
+        // More than the denoiser holds is capped at what it holds.
+        assert!(dit_stage(u64::MAX) < kept);
     }
 }

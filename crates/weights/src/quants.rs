@@ -212,8 +212,9 @@ pub fn dequantize(bytes: &[u8], ty: GgmlType, out: &mut Vec<f32>) -> Result<(), 
 }
 
 /// Q8_0 blocks as they are: each block's 32 int8 values and its scale `d` (f16, widened to
-/// f32), for keeping the weights quantised ([`crate::WeightFile::keep_q8_0`]). `bytes.len()` must
-/// be a multiple of 34 bytes; `value · scale` is [`dequantize`]'s result exactly.
+/// f32), for keeping the weights quantised ([`crate::WeightFile::with_q8_0_kept`]).
+/// `bytes.len()` must be a multiple of 34 bytes; `value · scale` is [`dequantize`]'s result
+/// exactly.
 pub fn q8_0_blocks(bytes: &[u8]) -> (Vec<i8>, Vec<f32>) {
     let blocks = bytes.chunks_exact(GgmlType::Q8_0.block_bytes());
     let scales = blocks.clone().map(|b| half(b, 0)).collect();
