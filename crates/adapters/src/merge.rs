@@ -7,9 +7,9 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::{FloatDType, Tensor, backend::Backend};
-use sakiko_weights::LinearKeys;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{DType, FloatDType, Tensor, TensorPrimitive, backend::Backend};
+use sakiko_weights::{LinearKeys, dequantize_kept};
 
 use crate::AdapterError;
 use crate::file::{Adapter, Format};
@@ -281,7 +281,7 @@ pub struct Merged<B: Backend, M> {
 /// and costs the memory of the patched layers until dropped).
 #[derive(Debug)]
 pub struct Backup<B: Backend> {
-    saved: HashMap<String, Tensor<B, 1>>,
+    saved: HashMap<String, TensorPrimitive<B>>,
 }
 
 impl<B: Backend> Backup<B> {
@@ -318,7 +318,9 @@ impl Patches {
 
     /// Merges the updates into `model`'s weights: for each patched layer, its weight in f32 plus
     /// every update in order (in f32, on the model's device), cast back to the weight's dtype,
-    /// as ComfyUI's `calculate_weight` does. The originals go into the returned [`Backup`].
+    /// as ComfyUI's `calculate_weight` does. A weight kept quantised (GGUF Q8_0 on CubeCL) is
+    /// dequantised first and stays a float weight, in the dtype of the model's biases. The
+    /// originals, quantised or not, go into the returned [`Backup`].
     /// Shapes were checked by [`Plan::new`] and the adapters' tensors are in memory, so merging
     /// cannot fail half-way.
     pub fn merge<B: Backend, M: Module<B>>(&self, model: M) -> Merged<B, M> {
@@ -340,12 +342,15 @@ impl Patches {
         &self,
         model: M,
         backup: bool,
-    ) -> (M, HashMap<String, Tensor<B, 1>>) {
+    ) -> (M, HashMap<String, TensorPrimitive<B>>) {
+        let mut float = FloatDtype(None, String::new());
+        model.visit(&mut float);
         let mut merger = Merger {
             patches: self,
             path: Vec::new(),
             saved: HashMap::new(),
             backup,
+            float: float.0.unwrap_or(FloatDType::F32),
         };
         let model = model.map(&mut merger);
         (model, merger.saved)
@@ -355,8 +360,30 @@ impl Patches {
 struct Merger<'a, B: Backend> {
     patches: &'a Patches,
     path: Vec<String>,
-    saved: HashMap<String, Tensor<B, 1>>,
+    saved: HashMap<String, TensorPrimitive<B>>,
     backup: bool,
+    /// The dtype a patched quantised weight is held in: the model's biases'.
+    float: FloatDType,
+}
+
+/// The dtype of a model's first float (not quantised) bias: its compute dtype (norm gains may be
+/// kept in f32, biases never are).
+struct FloatDtype(Option<FloatDType>, String);
+
+impl<B: Backend> ModuleVisitor<B> for FloatDtype {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        name.clone_into(&mut self.1);
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.0.is_none()
+            && self.1 == "bias"
+            && let dtype @ (DType::F64 | DType::F32 | DType::Flex32 | DType::F16 | DType::BF16) =
+                param.val().dtype()
+        {
+            self.0 = Some(FloatDType::from(dtype));
+        }
+    }
 }
 
 impl<B: Backend> Merger<'_, B> {
@@ -437,23 +464,33 @@ impl<B: Backend> ModuleMapper<B> for Merger<'_, B> {
         }
         let path = self.path.join(".");
         let (id, tensor) = (param.id, param.val());
-        let dtype = tensor.dtype();
-        let shape = tensor.shape();
+        // A quantised weight (kept Q8_0: only 2-D linear weights are kept) is dequantised,
+        // patched in f32 and then held as a float weight in the model's dtype: the update would
+        // not survive requantisation.
+        let (base, dtype) = match tensor.dtype() {
+            DType::QFloat(_) if D == 2 => {
+                let weight = Tensor::<B, 2>::from_primitive(tensor.clone().into_primitive());
+                let values = dequantize_kept(weight).into_primitive();
+                (Tensor::from_primitive(values), self.float)
+            }
+            DType::QFloat(_) => (tensor.clone().dequantize(), self.float),
+            dtype => (tensor.clone(), FloatDType::from(dtype)),
+        };
+        let shape = base.shape();
         let patched: Tensor<B, D> = if D == 2 {
-            Self::weight(patches, tensor.clone().reshape(shape.clone())).reshape(shape.clone())
+            Self::weight(patches, base.reshape(shape.clone())).reshape(shape)
         } else {
-            Self::bias(patches, tensor.clone().reshape(shape.clone())).reshape(shape.clone())
+            Self::bias(patches, base.reshape(shape.clone())).reshape(shape)
         };
         if self.backup {
-            self.saved
-                .insert(path, tensor.reshape([shape.num_elements()]));
+            self.saved.insert(path, tensor.into_primitive());
         }
-        Param::initialized(id, patched.cast(FloatDType::from(dtype)))
+        Param::initialized(id, patched.cast(dtype))
     }
 }
 
 struct Restorer<B: Backend> {
-    saved: HashMap<String, Tensor<B, 1>>,
+    saved: HashMap<String, TensorPrimitive<B>>,
     path: Vec<String>,
 }
 
@@ -468,10 +505,7 @@ impl<B: Backend> ModuleMapper<B> for Restorer<B> {
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         match self.saved.remove(&self.path.join(".")) {
-            Some(original) => {
-                let shape = param.lazy_shape();
-                Param::initialized(param.id, original.reshape(shape))
-            }
+            Some(original) => Param::initialized(param.id, Tensor::from_primitive(original)),
             None => param,
         }
     }

@@ -12,6 +12,8 @@ use burn::tensor::{FloatDType, Tensor, backend::Backend};
 use sakiko_adapters::{Adapter, Plan, Strength};
 use sakiko_gemma::{Gemma2, Gemma2Config};
 use sakiko_nextdit::{NextDit, NextDitConfig};
+#[cfg(feature = "wgpu")]
+use sakiko_weights::dequantize_kept;
 use sakiko_weights::{LinearKeys, WeightFile};
 
 /// Max |Δ| against the reference, relative to the reference tensor's largest magnitude (f32
@@ -323,4 +325,113 @@ fn zero_strength_is_bit_identical_to_no_adapter() {
     .unwrap();
     assert!(params(&plan.dit().merge(dit).model) == dit_base);
     assert!(params(&plan.text_encoder().merge(te).model) == te_base);
+}
+
+/// Counts the quantised parameters of a module.
+#[cfg(feature = "wgpu")]
+struct Quantised(usize);
+
+#[cfg(feature = "wgpu")]
+impl<B: Backend> ModuleVisitor<B> for Quantised {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if let burn::tensor::DType::QFloat(_) = param.val().dtype() {
+            self.0 += 1;
+        }
+    }
+}
+
+/// Finds `layers.0.attention.qkv.weight`, as stored.
+#[cfg(feature = "wgpu")]
+struct Find<B: Backend>(Vec<String>, Option<burn::tensor::TensorPrimitive<B>>);
+
+#[cfg(feature = "wgpu")]
+impl<B: Backend> ModuleVisitor<B> for Find<B> {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.0.push(name.to_owned());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.0.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.0.join(".") == "layers.0.attention.qkv.weight" {
+            self.1 = Some(param.val().into_primitive());
+        }
+    }
+}
+
+/// A denoiser whose GGUF Q8_0 weights are kept quantised (CubeCL) merges as the same file
+/// dequantised at load does: each patched weight is dequantised, patched in f32 and held as a
+/// float weight; the backup gives the quantised originals back.
+#[cfg(feature = "wgpu")]
+#[test]
+fn kept_quantised_weights_merge_as_dequantised_ones_on_wgpu() {
+    use burn::tensor::TensorData;
+    type B = burn::backend::Wgpu;
+    let device = Default::default();
+    let gguf =
+        path("../pipeline/tests/fixtures/lowp/models/diffusion_models/tiny_lumina_q8_0.gguf");
+    let open = || WeightFile::open_any(&gguf).unwrap();
+    let kept = NextDit::<B>::from_weights(&open().with_q8_0_kept(true), None, &device).unwrap();
+    let float = NextDit::<B>::from_weights(&open(), None, &device).unwrap();
+    let quantised = |model: &NextDit<B>| {
+        let mut count = Quantised(0);
+        model.visit(&mut count);
+        count.0
+    };
+    let before = quantised(&kept);
+    assert!(before > 0, "the fixture keeps Q8_0 weights");
+    // Burn's own `dequantize` misreads the kept `[in, out]` views; `dequantize_kept` does not.
+    let qkv = |model: &NextDit<B>| {
+        let mut find = Find::<B>(Vec::new(), None);
+        model.visit(&mut find);
+        Tensor::<B, 2>::from_primitive(find.1.expect("layers.0.attention.qkv.weight"))
+    };
+    let (qkv, reference) = (qkv(&kept), qkv(&float));
+    let error = |t: Tensor<B, 2>| (t - reference.clone()).abs().max().into_scalar();
+    assert!(error(qkv.clone().dequantize()) > 0.1);
+    assert_eq!(error(dequantize_kept(qkv)), 0.0);
+    // A rank-2 kohya LoRA on every linear layer, made in memory.
+    let keys = float.linear_keys();
+    let values = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n)
+            .map(|j| ((j * 7 + seed * 3) % 17) as f32 / 17.0 - 0.5)
+            .collect()
+    };
+    let mut tensors = Vec::new();
+    for (i, k) in keys.iter().enumerate() {
+        let name = format!("lora_unet_{}", k.names[0].name.replace('.', "_"));
+        let [out, inp] = k.shape;
+        tensors.push((
+            format!("{name}.lora_down.weight"),
+            TensorData::new(values(2 * inp, i), [2, inp]),
+        ));
+        tensors.push((
+            format!("{name}.lora_up.weight"),
+            TensorData::new(values(out * 2, i + 100), [out, 2]),
+        ));
+    }
+    let file = WeightFile::from_tensors("lora.safetensors", tensors).unwrap();
+    let adapter = Arc::new(Adapter::from_file(file).unwrap());
+    let plan = Plan::new(vec![(adapter, Strength::both(0.7))], &keys, &[]).unwrap();
+    assert_eq!(plan.reports()[0].dit_layers, keys.len());
+
+    let merged = plan.dit().merge(kept);
+    assert_eq!(quantised(&merged.model), 0, "every kept weight was patched");
+    let (got, want) = (
+        params(&merged.model),
+        params(&plan.dit().merge(float).model),
+    );
+    assert_eq!(got.len(), want.len());
+    for (name, (shape, values)) in &want {
+        let (got_shape, got_values) = &got[name];
+        assert_eq!(got_shape, shape, "{name}");
+        let diff = values
+            .iter()
+            .zip(got_values)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff <= 1e-5, "{name}: max |Δ| {diff:e}");
+    }
+    let restored = merged.backup.restore(merged.model);
+    assert_eq!(quantised(&restored), before);
 }

@@ -15,6 +15,14 @@ use crate::flex;
 /// 8 planes × 16 rows), so any kernel autotune has cached for a length bucket accepts the call.
 pub const QUERY_BLOCK: usize = 128;
 
+/// Head dims are zero-padded to a multiple of this before CubeCL sees them (zero columns change
+/// no dot product, and the padded output columns are cut off): cubek-matmul 0.2's double-buffered
+/// unit matmul (`matmul_double_unit_*`, an autotune candidate for the score product `q·kᵀ` of
+/// Burn's attention fallback) is wrong, by whole units, when its right-hand side is transposed
+/// and the reduced dimension is 8 modulo 16 (head dims 8, 24, 40, …; f32 and f16 alike), while
+/// autotune picks by timing alone (`tests/attention.rs` shows the kernel both ways).
+pub const HEAD_DIM_BLOCK: usize = 16;
+
 /// Scaled dot-product attention, `softmax(q·kᵀ/√d)·v`, with grouped-query heads and per-sample
 /// key lengths.
 ///
@@ -230,14 +238,16 @@ pub fn causal_attention<B: Backend>(
         is_causal: false,
     };
     let groups = h / kv_heads;
-    module::attention(
-        q,
-        repeat_kv(k, groups),
-        repeat_kv(v, groups),
+    let width = d.next_multiple_of(HEAD_DIM_BLOCK);
+    let o = module::attention(
+        pad_zeros(q, 3, width),
+        pad_zeros(repeat_kv(k, groups), 3, width),
+        pad_zeros(repeat_kv(v, groups), 3, width),
         Some(dense),
         None,
         options,
-    )
+    );
+    o.narrow(3, 0, d)
 }
 
 /// Repeats each key/value head `groups` times, consecutive copies together (query head `i` uses
@@ -256,28 +266,38 @@ pub fn repeat_kv<B: Backend>(t: Tensor<B, 4>, groups: usize) -> Tensor<B, 4> {
     t.repeat_dim(2, groups).reshape([b, h * groups, s, d])
 }
 
-/// One backend call: query groups stacked per KV head, rows padded to [`QUERY_BLOCK`], every
-/// input freshly laid out (contiguous).
+/// One backend call: query groups stacked per KV head, rows padded to [`QUERY_BLOCK`] and head
+/// dims to [`HEAD_DIM_BLOCK`], every input freshly laid out (contiguous).
 fn grouped<B: Backend>(q: Tensor<B, 4>, k: Tensor<B, 4>, v: Tensor<B, 4>) -> Tensor<B, 4> {
     let [b, h, s_q, d] = q.dims();
     let kv_heads = k.dims()[1];
     let rows = h / kv_heads * s_q;
-    let padded = rows.next_multiple_of(QUERY_BLOCK);
+    let width = d.next_multiple_of(HEAD_DIM_BLOCK);
     let q = contiguous(q.reshape([b, kv_heads, rows, d]));
-    let q = if padded > rows {
-        // Zero queries give a uniform softmax: finite rows that are cut off below.
-        let pad = Tensor::zeros([b, kv_heads, padded - rows, d], (&q.device(), q.dtype()));
-        Tensor::cat(vec![q, pad], 2)
-    } else {
-        q
+    // Zero queries give a uniform softmax: finite rows that are cut off below.
+    let q = pad_zeros(q, 2, rows.next_multiple_of(QUERY_BLOCK));
+    let options = AttentionModuleOptions {
+        scale: Some(1.0 / (d as f64).sqrt()),
+        ..Default::default()
     };
     let o = module::attention(
-        q,
-        contiguous(k),
-        contiguous(v),
+        pad_zeros(q, 3, width),
+        pad_zeros(contiguous(k), 3, width),
+        pad_zeros(contiguous(v), 3, width),
         None,
         None,
-        AttentionModuleOptions::default(),
+        options,
     );
-    o.narrow(2, 0, rows).reshape([b, h, s_q, d])
+    o.narrow(2, 0, rows).narrow(3, 0, d).reshape([b, h, s_q, d])
+}
+
+/// `t` extended with zeros along `dim` to length `to` (as it is when already that long).
+fn pad_zeros<B: Backend>(t: Tensor<B, 4>, dim: usize, to: usize) -> Tensor<B, 4> {
+    let mut shape = t.dims();
+    if shape[dim] >= to {
+        return t;
+    }
+    shape[dim] = to - shape[dim];
+    let zeros = Tensor::zeros(shape, (&t.device(), t.dtype()));
+    Tensor::cat(vec![t, zeros], dim)
 }

@@ -11,7 +11,9 @@
 //! stage (up to 128 rows), while the autotune cache is keyed by lengths rounded to powers of two
 //! and replays a cached choice with `.expect`, so a new prompt length could panic. This module
 //! therefore hands the backend only contiguous tensors, never a mask, and queries padded to a
-//! multiple of [`QUERY_BLOCK`] rows.
+//! multiple of [`QUERY_BLOCK`] rows. Head dims are zero-padded to a multiple of
+//! [`HEAD_DIM_BLOCK`] (here and in [`causal_attention`]): one of cubek-matmul's autotune
+//! candidates multiplies `q·kᵀ` wrongly at head dims of 8 modulo 16.
 //!
 //! On Flex (CPU), with the default `flex` feature, [`linear`], [`conv2d`], [`attention`], [`swiglu`],
 //! [`geglu`], [`rope_pairs`], [`rms_norm`] / [`RmsNorm`], [`group_norm`] and
@@ -29,7 +31,9 @@ mod group_norm;
 mod norm;
 mod rope;
 
-pub use attention::{CausalMask, QUERY_BLOCK, attention, causal_attention, repeat_kv};
+pub use attention::{
+    CausalMask, HEAD_DIM_BLOCK, QUERY_BLOCK, attention, causal_attention, repeat_kv,
+};
 pub use group_norm::{group_norm, upsample_nearest2x};
 pub use norm::{RmsNorm, rms_norm};
 pub use rope::{apply_rope, rope_pairs, rope_tables};

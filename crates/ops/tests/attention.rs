@@ -311,6 +311,15 @@ fn half_precision_inputs_keep_their_dtype() {
 #[cfg(feature = "wgpu")]
 mod wgpu {
     use burn::backend::wgpu::{CubeBackend, WgpuDevice, WgpuRuntime};
+    use burn::tensor::{DType, Tensor};
+    use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems};
+    use cubek::matmul::launch::{Strategy, launch_ref};
+    use cubek::matmul::routines::double_unit::DoubleUnitSelectionArgs;
+    use cubek::matmul::routines::simple_unit::SimpleUnitSelectionArgs;
+    use cubek::matmul::routines::{BlueprintStrategy, TileSizeSelection};
+    use cubek::std::InputBinding;
+
+    use super::common::{self, tensor};
 
     /// Fusion and autotune on: the backend users get.
     #[test]
@@ -319,12 +328,103 @@ mod wgpu {
         super::check_causal::<burn::backend::Wgpu>(&WgpuDevice::default(), 1e-5);
     }
 
+    type Unfused = CubeBackend<WgpuRuntime, f32, i32, u32>;
+
     /// The same kernels without the fusion layer (fused and unfused must agree).
     #[test]
     fn wgpu_unfused() {
-        type Unfused = CubeBackend<WgpuRuntime, f32, i32, u32>;
         super::check::<Unfused>(&WgpuDevice::default(), 1e-5);
         super::check_causal::<Unfused>(&WgpuDevice::default(), 1e-5);
+    }
+
+    /// `out = lhs · rhs` by one cubek-matmul kernel, chosen here rather than by autotune.
+    fn launch(strategy: &Strategy, lhs: Tensor<Unfused, 4>, rhs: Tensor<Unfused, 4>) -> Vec<f32> {
+        let [b, h, m, _] = lhs.dims();
+        let n = rhs.dims()[3];
+        let out = Tensor::<Unfused, 4>::zeros([b, h, m, n], &WgpuDevice::default());
+        let f32 = || DType::F32.into();
+        let (l, r, o) = (
+            lhs.into_primitive().tensor(),
+            rhs.into_primitive().tensor(),
+            out.clone().into_primitive().tensor(),
+        );
+        let client = o.client.clone();
+        let mut dtypes = MatmulElems::from_globals(&MatmulGlobalElems {
+            lhs: f32(),
+            rhs: f32(),
+            out: f32(),
+        });
+        launch_ref(
+            strategy,
+            &client,
+            InputBinding::new(l.binding(), f32()),
+            InputBinding::new(r.binding(), f32()),
+            o.binding(),
+            &mut dtypes,
+        )
+        .expect("the kernel accepts the problem");
+        out.into_data().to_vec().expect("f32")
+    }
+
+    /// Why `HEAD_DIM_BLOCK` exists. cubek-matmul 0.2's double-buffered unit matmul, one of the
+    /// candidates autotune times for the score product `q·kᵀ` of Burn's attention fallback, is
+    /// wrong when `kᵀ` is a transposed view and the head dim is 8 modulo 16; with the head dim
+    /// zero-padded as `sakiko_ops` pads it, every unit candidate is right. (When the unpadded
+    /// assertion fails, upstream has fixed the kernel and the padding can go.)
+    #[test]
+    fn double_buffered_unit_matmul_needs_padded_head_dims() {
+        let device = WgpuDevice::default();
+        let double = |tile_size| {
+            Strategy::DoubleUnit(BlueprintStrategy::Inferred(DoubleUnitSelectionArgs {
+                tile_size,
+            }))
+        };
+        let simple = |tile_size| {
+            Strategy::SimpleUnit(BlueprintStrategy::Inferred(SimpleUnitSelectionArgs {
+                tile_size,
+            }))
+        };
+        let (m, n) = (128, 13);
+        for d in [8usize, 24, 40] {
+            let width = d.next_multiple_of(sakiko_ops::HEAD_DIM_BLOCK);
+            let q = tensor::<Unfused, 4>([1, 1, m, d], 1, &device);
+            let k = tensor::<Unfused, 4>([1, 1, n, d], 2, &device);
+            let (qs, ks) = (common::values(m * d, 1), common::values(n * d, 2));
+            let expected: Vec<f32> = (0..m * n)
+                .map(|i| {
+                    let (r, c) = (i / n, i % n);
+                    (0..d).map(|x| qs[r * d + x] * ks[c * d + x]).sum()
+                })
+                .collect();
+            let pad = |t: Tensor<Unfused, 4>| {
+                let [b, h, s, _] = t.dims();
+                Tensor::cat(vec![t, Tensor::zeros([b, h, s, width - d], &device)], 3)
+            };
+            let error = |got: Vec<f32>| {
+                got.iter()
+                    .zip(&expected)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max)
+            };
+            for tile in [
+                TileSizeSelection::MaxTileSize,
+                TileSizeSelection::MinTileSize,
+            ] {
+                let unpadded = error(launch(&double(tile), q.clone(), k.clone().swap_dims(2, 3)));
+                assert!(
+                    unpadded > 1.0,
+                    "d {d}: the kernel is right now ({unpadded:e})"
+                );
+                for strategy in [double(tile), simple(tile)] {
+                    let padded = error(launch(
+                        &strategy,
+                        pad(q.clone()),
+                        pad(k.clone()).swap_dims(2, 3),
+                    ));
+                    assert!(padded < 1e-4, "d {d}, {strategy}: max |Δ| {padded:e}");
+                }
+            }
+        }
     }
 }
 

@@ -41,7 +41,7 @@ pub use embedding::HostEmbedding;
 pub use error::WeightError;
 pub use file::{Format, WeightFile};
 pub use gguf::MetaValue;
-pub use load::{ParamSource, load_module};
+pub use load::{ParamSource, dequantize_kept, load_module};
 pub use names::{KeyName, LinearKeys, linear_modules};
 pub use quants::GgmlType;
 pub use scope::Weights;

@@ -259,6 +259,17 @@ impl<B: Backend, F: FnMut(&str, &[usize]) -> Result<ParamSource, WeightError>> M
     }
 }
 
+/// The float values of a linear weight that [`load_module`] kept quantised (GGUF Q8_0 on CubeCL):
+/// the stored `[out, in]` blocks dequantised, then viewed `[in, out]` as the parameter is.
+/// (Burn 0.21's `dequantize` on the transposed view itself reads the blocks as if stored in
+/// the view's order: 0.4 off on ±1 weights; sakiko-adapters' tests show both.)
+///
+/// # Shapes
+/// `weight`: `[in, out]`, returns `[in, out]` in the backend's default float dtype.
+pub fn dequantize_kept<B: Backend>(weight: Tensor<B, 2>) -> Tensor<B, 2> {
+    weight.transpose().dequantize().transpose()
+}
+
 /// Fills every float parameter of `module` from `weights`: `resolve` maps each module path
 /// (`layers.0.feed_forward.w1.weight`) and parameter shape to where the checkpoint stores it. Shapes are checked
 /// (the error names file, key and both shapes); the first failure is returned.
