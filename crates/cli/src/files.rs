@@ -132,7 +132,7 @@ pub struct DtypeArgs {
     #[arg(long, value_enum, value_name = "DTYPE")]
     vae_dtype: Option<DitDtype>,
     /// Keep a GGUF denoiser's Q8_0 weights quantised on the device (1.125 instead of 2 bytes
-    /// per weight). Default: on CUDA and wgpu while no adapter patches the denoiser; Flex
+    /// per weight). Default: on CUDA and wgpu (adapters dequantise the layers they patch); Flex
     /// dequantises at load.
     #[arg(long, value_name = "BOOL")]
     keep_quantized: Option<bool>,

@@ -307,8 +307,13 @@ impl Job for GenerateArgs {
         let kept = pipeline.kept_quantized();
         if kept > 0 {
             say(format!(
-                "{:.1}M denoiser weights kept quantised (Q8_0)",
-                kept as f64 / 1e6
+                "{:.1}M denoiser weights kept quantised (Q8_0){}",
+                kept as f64 / 1e6,
+                if request.adapters.is_empty() {
+                    ""
+                } else {
+                    "; the adapters dequantise the layers they patch"
+                }
             ));
         }
         let bar = if quiet {

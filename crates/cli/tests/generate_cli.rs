@@ -622,3 +622,94 @@ fn text_commands_reject_bad_input_clearly() {
         .failure()
         .stderr(predicate::str::contains("missing.safetensors"));
 }
+
+/// Adapters on a denoiser whose Q8_0 weights stay quantised (wgpu): the patched layers are
+/// dequantised and merged, the others stay quantised, and the result is Flex's, which merges into
+/// weights dequantised at load.
+#[cfg(feature = "wgpu")]
+#[test]
+fn adapters_merge_into_kept_quantised_weights_on_wgpu() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A rank-2 kohya LoRA on two of the six Q8_0 layers: `[out, in]` per layer.
+    let layers = [
+        ("layers_0_attention_qkv", [144, 96]),
+        ("layers_0_feed_forward_w2", [96, 128]),
+    ];
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = layers
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (name, [out, inp]))| {
+            let values = move |n: usize, seed: usize| -> Vec<u8> {
+                (0..n)
+                    .flat_map(|j| (((j * 7 + seed * 3) % 17) as f32 / 17.0 - 0.5).to_le_bytes())
+                    .collect()
+            };
+            [
+                (
+                    format!("lora_unet_{name}.lora_down.weight"),
+                    vec![2, *inp],
+                    values(2 * inp, i),
+                ),
+                (
+                    format!("lora_unet_{name}.lora_up.weight"),
+                    vec![*out, 2],
+                    values(out * 2, i + 100),
+                ),
+            ]
+        })
+        .collect();
+    let views = bytes.iter().map(|(name, shape, data)| {
+        (
+            name.clone(),
+            TensorView::new(Dtype::F32, shape.clone(), data).expect("view"),
+        )
+    });
+    let lora = dir.path().join("lowp_lora.safetensors");
+    safetensors::serialize_to_file(views, None, &lora).expect("write the LoRA");
+
+    let latent = |backend: &str, lora: Option<&Path>| {
+        let saved = dir.path().join(format!("{backend}.safetensors"));
+        let mut cmd = sakiko();
+        cmd.args(case("euler").into_iter().filter(|a| a != "--quiet"))
+            .args([
+                "--dit",
+                &lowp("models/diffusion_models/tiny_lumina_q8_0.gguf"),
+            ])
+            .args(["--backend", backend, "--save-latent"])
+            .arg(&saved)
+            .arg("-o")
+            .arg(dir.path().join(format!("{backend}.png")));
+        if let Some(lora) = lora {
+            cmd.arg("--lora").arg(format!("{}:0.8", lora.display()));
+        }
+        let run = cmd.assert().success();
+        let stderr = String::from_utf8_lossy(&run.get_output().stderr).into_owned();
+        let latent = WeightFile::open(&saved)
+            .and_then(|f| f.read_f32("latent"))
+            .expect("latent")
+            .0;
+        (latent, stderr)
+    };
+    let max_abs = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    let (flex, _) = latent("flex", Some(&lora));
+    let (kept, stderr) = latent("wgpu", Some(&lora));
+    assert!(
+        stderr.contains(&format!(
+            "{KEPT}; the adapters dequantise the layers they patch"
+        )),
+        "{stderr}"
+    );
+    let err = max_abs(&kept, &flex);
+    println!("LoRA on kept Q8_0 weights, wgpu against Flex: latent max |Δ| {err:.2e}");
+    assert!(err <= 1e-4, "latent differs by {err}");
+    // The LoRA changes the result: without it the latent is the reference's.
+    let expected = WeightFile::open(lowp("expected.safetensors")).expect("lowp expected");
+    let base = expected.read_f32("gguf/latent").expect("reference").0;
+    assert!(max_abs(&flex, &base) > 1e-2);
+}

@@ -45,6 +45,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = NextDit::<Wgpu>::from_weights_as(&file, None, dtype, &device)?;
     let loaded = start.elapsed().as_secs_f64();
     let after_load = sakiko_weights::peak_rss_mib().unwrap_or(f64::NAN);
+    let what = if keep {
+        "Q8_0 kept quantised"
+    } else {
+        "dequantised at load"
+    };
+    // Printed before the forward, which takes minutes on lavapipe.
+    println!("{what}, {dtype:?}: loaded in {loaded:.1} s, peak RSS {after_load:.0} MiB");
     let c = model.config().clone();
     let normal = Distribution::Normal(0.0, 1.0);
     let x = Tensor::<Wgpu, 4>::random([2, c.in_channels, 16, 16], normal, &device).cast(dtype);
@@ -53,13 +60,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = model.forward(x, &[0.5, 0.5], cap, &[8, 5])?;
     let finite = out.cast(FloatDType::F32).is_finite().all().into_scalar();
     println!(
-        "{}, {dtype:?}: loaded in {loaded:.1} s (peak RSS {after_load:.0} MiB); one forward in {:.1} s \
-         (finite: {finite}); peak RSS {:.0} MiB",
-        if keep {
-            "Q8_0 kept quantised"
-        } else {
-            "dequantised at load"
-        },
+        "{what}, {dtype:?}: one forward in {:.1} s (finite: {finite}); peak RSS {:.0} MiB",
         start.elapsed().as_secs_f64(),
         sakiko_weights::peak_rss_mib().unwrap_or(f64::NAN),
     );

@@ -120,8 +120,10 @@ pub struct PipelineOptions {
     pub check_weights: bool,
     /// Keep the denoiser's GGUF Q8_0 linear weights quantised in device memory (1.125 bytes
     /// per weight instead of 2 in bf16; the GEMM dequantises blocks as it reads them, exactly).
-    /// `None`: on CubeCL backends (CUDA, wgpu) while no adapter patches the denoiser; Flex
-    /// dequantises at load (its quantised matmul would dequantise the whole weight at every call).
+    /// `None`: on CubeCL backends (CUDA, wgpu); Flex dequantises at load (its quantised matmul
+    /// would dequantise the whole weight at every call). Adapters dequantise the layers they
+    /// patch; the others stay quantised, and a resident denoiser keeps the quantised originals to
+    /// switch adapters.
     pub keep_quantized: Option<bool>,
 }
 
@@ -336,7 +338,6 @@ impl<B: Backend> PipelineBuilder<B> {
             params,
             keep_q8_0,
             q8_0_params,
-            dit_quantized: false,
             dit: None,
             vae: None,
             adapters: Default::default(),
@@ -407,12 +408,10 @@ pub struct Pipeline<B: Backend> {
     vae_dtype: FloatDType,
     /// Stored parameter counts of the denoiser and the VAE.
     params: [u64; 2],
-    /// Whether Q8_0 denoiser weights are loaded quantised (while no adapter patches it).
+    /// Whether Q8_0 denoiser weights are loaded quantised.
     keep_q8_0: bool,
     /// The denoiser's parameters that are kept quantised when loaded so.
     q8_0_params: u64,
-    /// Whether the resident denoiser holds quantised weights (adapters need it read again).
-    dit_quantized: bool,
     dit: Option<NextDit<B>>,
     vae: Option<Vae<B>>,
     /// The adapters merged into the denoiser and the text encoder.
@@ -456,14 +455,10 @@ impl<B: Backend> Pipeline<B> {
         &mut self.text
     }
 
-    /// How many of the denoiser's parameters it holds quantised (Q8_0) when loaded now (see
-    /// [`PipelineOptions::keep_quantized`]).
+    /// How many of the denoiser's parameters it loads quantised (Q8_0; see
+    /// [`PipelineOptions::keep_quantized`]). Adapters dequantise the layers they patch.
     pub fn kept_quantized(&self) -> u64 {
-        if self.keep_q8_0 && self.adapters.dit().is_empty() {
-            self.q8_0_params
-        } else {
-            0
-        }
+        if self.keep_q8_0 { self.q8_0_params } else { 0 }
     }
 
     /// The memory a request needs, by stage (see [`MemoryEstimate`]).
@@ -473,7 +468,12 @@ impl<B: Backend> Pipeline<B> {
             &self.dit_config,
             &self.vae_config,
             self.params,
-            self.kept_quantized(),
+            // Adapters may patch every layer: the estimate then counts float weights.
+            if self.adapters.dit().is_empty() {
+                self.kept_quantized()
+            } else {
+                0
+            },
             [self.text.dtype(), self.dit_dtype, self.vae_dtype]
                 .map(|d| DType::from(d).size() as u64),
             request,
@@ -788,7 +788,6 @@ impl<B: Backend> Pipeline<B> {
             self.dit_dtype,
             &self.device,
         )?;
-        self.dit_quantized = keep && self.q8_0_params > 0;
         Ok(self.merge_dit(dit))
     }
 

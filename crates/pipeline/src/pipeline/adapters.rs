@@ -135,9 +135,6 @@ impl<B: Backend> Pipeline<B> {
             plan,
             dit_backup: None,
         };
-        // Adapters merge into float weights: a denoiser holding quantised ones is read again,
-        // dequantised, when next needed.
-        let dit = dit.filter(|_| !self.dit_quantized || self.adapters.dit().is_empty());
         self.dit = dit.map(|dit| self.merge_dit(dit));
         self.text.set_adapters(self.adapters.text_encoder());
         Ok(true)
