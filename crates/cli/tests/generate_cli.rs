@@ -108,6 +108,14 @@ fn case(name: &str) -> Vec<String> {
     args
 }
 
+/// The largest elementwise |a − b|.
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// Runs case `name` on `backend` and compares the latent (≤ 1e-4) and the PNGs (≤ 1 level).
 fn reproduce(name: &str, backend: &str) {
     reproduce_with(name, backend, &[], &expected(), name);
@@ -145,11 +153,7 @@ fn reproduce_with(
         .read_f32(&format!("{reference}/latent"))
         .expect("reference");
     assert_eq!(shape, want_shape);
-    let err = ours
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let err = max_abs(&ours, &want);
     println!("{name} on {backend}: latent max |Δ| {err:.2e}");
     assert!(err < 1e-4, "{name} on {backend}: latent differs by {err}");
 
@@ -361,11 +365,7 @@ fn encode_writes_the_conditioning() {
     let (want, want_shape) = expected().read_f32("euler/cond").expect("reference");
     assert_eq!(shape, want_shape);
     assert_eq!(shape, [1, 124, 32]);
-    let err = cond
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let err = max_abs(&cond, &want);
     assert!(err < 5e-5, "cond differs by {err}");
 }
 
@@ -690,12 +690,6 @@ fn adapters_merge_into_kept_quantised_weights_on_wgpu() {
             .expect("latent")
             .0;
         (latent, stderr)
-    };
-    let max_abs = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0f32, f32::max)
     };
     let (flex, _) = latent("flex");
     let (kept, stderr) = latent("wgpu");

@@ -320,8 +320,7 @@ impl<B: Backend> PipelineBuilder<B> {
                     .into(),
             });
         }
-        let keep_q8_0 = self.options.keep_quantized.unwrap_or(!flex);
-        let q8_0_params = if keep_q8_0 {
+        let q8_0_params = if self.options.keep_quantized.unwrap_or(!flex) {
             q8_0_linear_count(&dit_file, dit_prefix.as_deref())
         } else {
             0
@@ -336,7 +335,6 @@ impl<B: Backend> PipelineBuilder<B> {
             dit_dtype,
             vae_dtype,
             params,
-            keep_q8_0,
             q8_0_params,
             dit: None,
             vae: None,
@@ -408,9 +406,7 @@ pub struct Pipeline<B: Backend> {
     vae_dtype: FloatDType,
     /// Stored parameter counts of the denoiser and the VAE.
     params: [u64; 2],
-    /// Whether Q8_0 denoiser weights are loaded quantised.
-    keep_q8_0: bool,
-    /// The denoiser's parameters that are kept quantised when loaded so.
+    /// The denoiser's Q8_0 parameters loaded quantised (0 when they are dequantised at load).
     q8_0_params: u64,
     dit: Option<NextDit<B>>,
     vae: Option<Vae<B>>,
@@ -458,7 +454,7 @@ impl<B: Backend> Pipeline<B> {
     /// How many of the denoiser's parameters it loads quantised (Q8_0; see
     /// [`PipelineOptions::keep_quantized`]). Adapters dequantise the layers they patch.
     pub fn kept_quantized(&self) -> u64 {
-        if self.keep_q8_0 { self.q8_0_params } else { 0 }
+        self.q8_0_params
     }
 
     /// The memory a request needs, by stage (see [`MemoryEstimate`]).
