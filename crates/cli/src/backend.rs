@@ -139,8 +139,9 @@ pub fn wgpu_adapter() -> Option<String> {
 }
 
 /// The first NVIDIA GPU's model and the driver version, as the Linux driver reports them under
-/// `/proc/driver/nvidia` (CUDA itself names neither through Burn).
-#[cfg(feature = "cuda")]
+/// `/proc/driver/nvidia` (CUDA itself names neither through Burn). Only `doctor` (which needs
+/// Flex for its reference) asks.
+#[cfg(all(feature = "cuda", feature = "flex"))]
 pub fn cuda_adapter() -> Option<String> {
     let gpus = std::fs::read_dir("/proc/driver/nvidia/gpus").ok()?;
     let mut dirs: Vec<_> = gpus.filter_map(Result::ok).map(|e| e.path()).collect();
