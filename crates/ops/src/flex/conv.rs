@@ -16,7 +16,7 @@ use burn::tensor::{DType, Tensor, backend::Backend};
 use rayon::prelude::*;
 
 use super::linear::{Dst, gemm_into};
-use super::{contiguous, from_flex, into_flex, slice, tensor_of};
+use super::{contiguous, filled_by, from_flex, into_flex, slice, tensor_of};
 
 /// Target size (in f32s) of a task's patch buffer: a few output rows fit in L2.
 const PATCH: usize = 1 << 18;
@@ -90,58 +90,59 @@ pub(crate) fn conv2d<B: Backend>(
 fn conv2d_f32(x: &[f32], w: &[f32], bias: Option<&[f32]>, n: usize, g: Geometry) -> Vec<f32> {
     let k = g.c_in * g.kh * g.kw;
     let (plane_in, plane_out) = (g.h * g.w, g.ho * g.wo);
-    let mut out = vec![0f32; n * g.c_out * plane_out];
-    if out.is_empty() {
-        return out;
-    }
     let direct = g.kh == 1 && g.kw == 1 && g.ho == g.h && g.wo == g.w;
     let threads = rayon::current_num_threads();
     let rows = (PATCH / (k * g.wo).max(1))
         .clamp(1, g.ho.div_ceil(threads.div_ceil(n)))
         .max(1);
-    let dst = Dst(out.as_mut_ptr());
     let tasks: Vec<(usize, usize)> = (0..n)
         .flat_map(|b| (0..g.ho).step_by(rows).map(move |y0| (b, y0)))
         .collect();
-    tasks
-        .into_par_iter()
-        .for_each_init(Vec::new, |patch: &mut Vec<f32>, (b, y0)| {
-            let r = rows.min(g.ho - y0);
-            let cols = r * g.wo;
-            let image = &x[b * g.c_in * plane_in..(b + 1) * g.c_in * plane_in];
-            // The right-hand side: `k × cols`, at row stride `rhs_rs`.
-            let (rhs, rhs_rs) = if direct {
-                (image[y0 * g.w..].as_ptr(), plane_in)
-            } else {
-                patch.resize(k * cols, 0.0);
-                fill_patches(patch, image, g, y0, r);
-                (patch.as_ptr(), cols)
-            };
-            let at = b * g.c_out * plane_out + y0 * g.wo;
-            if let Some(bias) = bias {
-                for (co, &v) in bias.iter().enumerate() {
-                    // SAFETY: this task's rows y0..y0 + r of channel `co` of image `b`; no
-                    // other task writes them.
-                    let row = unsafe {
-                        std::slice::from_raw_parts_mut(dst.at(at + co * plane_out), cols)
-                    };
-                    row.fill(v);
-                }
+    let task = |dst: Dst, patch: &mut Vec<f32>, (b, y0): (usize, usize)| {
+        let r = rows.min(g.ho - y0);
+        let cols = r * g.wo;
+        let image = &x[b * g.c_in * plane_in..(b + 1) * g.c_in * plane_in];
+        // The right-hand side: `k × cols`, at row stride `rhs_rs`.
+        let (rhs, rhs_rs) = if direct {
+            (image[y0 * g.w..].as_ptr(), plane_in)
+        } else {
+            patch.resize(k * cols, 0.0);
+            fill_patches(patch, image, g, y0, r);
+            (patch.as_ptr(), cols)
+        };
+        let at = b * g.c_out * plane_out + y0 * g.wo;
+        if let Some(bias) = bias {
+            for (co, &v) in bias.iter().enumerate() {
+                // SAFETY: this task's rows y0..y0 + r of channel `co` of image `b`; no other
+                // task writes them.
+                let row =
+                    unsafe { std::slice::from_raw_parts_mut(dst.at(at + co * plane_out), cols) };
+                row.fill(v);
             }
-            // SAFETY: reads the `c_out × k` weights, and `k × cols` of the patches (or of the
-            // image, rows `y0..y0 + r` of each channel), and writes `c_out × cols` of the output
-            // at row stride `plane_out` from this task's first row: in bounds and disjoint from
-            // every other task's rows.
-            unsafe {
-                gemm_into(
-                    [g.c_out, cols, k],
-                    (dst.at(at), plane_out, bias.is_some()),
-                    (w.as_ptr(), 1, k),
-                    (rhs, 1, rhs_rs),
-                );
-            }
-        });
-    out
+        }
+        // SAFETY: reads the `c_out × k` weights, and `k × cols` of the patches (or of the image,
+        // rows `y0..y0 + r` of each channel), and writes `c_out × cols` of the output at row
+        // stride `plane_out` from this task's first row: in bounds and disjoint from every other
+        // task's rows. Without a bias, `gemm` overwrites them without reading.
+        unsafe {
+            gemm_into(
+                [g.c_out, cols, k],
+                (dst.at(at), plane_out, bias.is_some()),
+                (w.as_ptr(), 1, k),
+                (rhs, 1, rhs_rs),
+            );
+        }
+    };
+    // SAFETY: the tasks cover every output row of every image, and each writes all `c_out`
+    // channels of its rows (above).
+    unsafe {
+        filled_by(n * g.c_out * plane_out, |out| {
+            let dst = Dst(out.as_mut_ptr().cast());
+            tasks
+                .into_par_iter()
+                .for_each_init(Vec::new, |patch, t| task(dst, patch, t));
+        })
+    }
 }
 
 /// The im2col rows of output rows `y0..y0 + r`: row `(ci, ky, kx)` of `patch` holds, for each of

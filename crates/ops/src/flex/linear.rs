@@ -15,7 +15,7 @@ use burn_flex::FlexTensor;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::{contiguous, from_flex, into_flex, slice, tensor_of};
+use super::{contiguous, filled_by, from_flex, into_flex, slice, tensor_of};
 
 /// Below this many multiply-adds one call on one thread is faster than splitting.
 const SERIAL_WORK: usize = 1 << 18;
@@ -56,7 +56,6 @@ pub(crate) fn linear<B: Backend, const D: usize>(
 
 /// `x·W (+ b)` for row-major `x` `[m, k]`, `W` `[k, n]` at any positive strides, `b` `[n]`.
 fn linear_f32(x: &[f32], [m, k, n]: [usize; 3], w: &FlexTensor, bias: Option<&[f32]>) -> Vec<f32> {
-    let mut out = vec![0f32; m * n];
     let strides = w.layout().strides();
     let (w_rs, w_cs) = (strides[0] as usize, strides[1] as usize);
     let w = &w.storage::<f32>()[w.layout().start_offset()..];
@@ -72,12 +71,11 @@ fn linear_f32(x: &[f32], [m, k, n]: [usize; 3], w: &FlexTensor, bias: Option<&[f
     };
     let col_width = n.div_ceil(col_blocks).next_multiple_of(16).min(n);
     let row_height = m.div_ceil(row_blocks);
-    let dst = Dst(out.as_mut_ptr());
     let blocks: Vec<(usize, usize)> = (0..m)
         .step_by(row_height.max(1))
         .flat_map(|r0| (0..n).step_by(col_width.max(1)).map(move |c0| (r0, c0)))
         .collect();
-    blocks.into_par_iter().for_each(|(r0, c0)| {
+    let block = |dst: Dst, (r0, c0): (usize, usize)| {
         let (rows, cols) = (row_height.min(m - r0), col_width.min(n - c0));
         let dst = dst.at(r0 * n + c0);
         if let Some(bias) = bias {
@@ -99,8 +97,15 @@ fn linear_f32(x: &[f32], [m, k, n]: [usize; 3], w: &FlexTensor, bias: Option<&[f
                 (w[c0 * w_cs..].as_ptr(), w_cs, w_rs),
             );
         }
-    });
-    out
+    };
+    // SAFETY: the blocks tile the output, and each writes all of its values (the bias then
+    // accumulating, or `gemm` overwriting without reading).
+    unsafe {
+        filled_by(m * n, |out| {
+            let dst = Dst(out.as_mut_ptr().cast());
+            blocks.into_par_iter().for_each(|b| block(dst, b));
+        })
+    }
 }
 
 /// `dst = lhs · rhs` (or `dst += lhs · rhs` when `accumulate`) on the calling thread, for

@@ -5,6 +5,9 @@ use burn::backend::Flex;
 use burn::module::Param;
 use burn::tensor::{Distribution, Tensor};
 
+use burn_flex::Layout;
+
+use super::{from_flex, into_flex};
 use crate::group_norm::{group_norm_generic, upsample_nearest2x_generic};
 use crate::norm::rms_norm_generic;
 use crate::rope::{apply_rope_generic, rope_pairs_generic};
@@ -198,12 +201,32 @@ fn group_norm_matches_burn_group_norm() {
         // Offset values, as the VAE's activations have, test the two-pass variance. (Burn's f32
         // statistics, the reference, lose digits on offset values: hence 1e-5.)
         let x = random([b, c, h, w]).add_scalar(5.0);
+        let before = x.to_data();
         for then_silu in [false, true] {
-            let diff = max_diff(
-                group_norm(&norm, x.clone(), then_silu),
-                group_norm_generic(&norm, x.clone(), then_silu),
-            );
-            assert!(diff < 1e-5, "{:?} silu {then_silu}: {diff}", [b, c, h, w]);
+            let expected = group_norm_generic(&norm, x.clone(), then_silu);
+            // A shared input (the kernel writes a new tensor, and `x` stays as it was), an input
+            // nobody else holds (normalised in place), and a view alone on its storage but 3
+            // values into it (a new tensor: in place, the groups would be cut at the wrong
+            // places).
+            let unique = Tensor::<Flex, 4>::from_data(before.clone(), &device);
+            let flat = into_flex(Tensor::cat(vec![random([3]), x.clone().reshape([-1])], 0));
+            let layout = Layout::contiguous([b, c, h, w].into());
+            let strides = layout.strides().to_vec();
+            let layout = Layout::new(layout.shape().clone(), strides, 3);
+            let offset = from_flex(flat.with_layout(layout));
+            for (input, name) in [
+                (x.clone(), "shared"),
+                (unique, "unique"),
+                (offset, "offset"),
+            ] {
+                let diff = max_diff(group_norm(&norm, input, then_silu), expected.clone());
+                assert!(
+                    diff < 1e-5,
+                    "{:?} {name}, silu {then_silu}: {diff}",
+                    [b, c, h, w]
+                );
+            }
+            assert_eq!(x.to_data(), before, "the shared input was written");
         }
     }
 }
