@@ -1,10 +1,10 @@
-//! The VAE's GroupNorm + SiLU and nearest ×2 upsampling as single threaded passes over NCHW f32.
+//! The VAE's GroupNorm + SiLU and nearest ×2 upsampling, each one threaded pass over NCHW f32.
 #![allow(unsafe_code)]
+
+use std::mem::MaybeUninit;
 
 use burn::nn::GroupNorm;
 use burn::tensor::{Tensor, backend::Backend};
-use std::mem::MaybeUninit;
-
 use multiversion::multiversion;
 use rayon::prelude::*;
 
