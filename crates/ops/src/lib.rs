@@ -13,7 +13,8 @@
 //! therefore hands the backend only contiguous tensors, never a mask, and queries padded to a
 //! multiple of [`QUERY_BLOCK`] rows. Head dims are zero-padded to a multiple of
 //! [`HEAD_DIM_BLOCK`] (here and in [`causal_attention`]): one of cubek-matmul's autotune
-//! candidates multiplies `q·kᵀ` wrongly at head dims of 8 modulo 16.
+//! candidates multiplies `q·kᵀ` wrongly at head dims of 8 modulo 16; for the same reason
+//! [`conv2d`] multiplies 1×1 kernels itself rather than through CubeCL's transposed weight view.
 //!
 //! On Flex (CPU), with the default `flex` feature, [`linear`], [`conv2d`], [`attention`], [`swiglu`],
 //! [`geglu`], [`rope_pairs`], [`rms_norm`] / [`RmsNorm`], [`group_norm`] and
@@ -117,6 +118,11 @@ fn quantized_linear<B: Backend, const D: usize>(
 /// and Metal GPUs), sums all `k²·C_in` products in the storage type, which put the f16 VAE at
 /// 5–6× PyTorch's f16 error on wgpu.
 ///
+/// Elsewhere, 1×1 kernels (stride 1, unpadded, ungrouped: the VAE's `conv_shortcut`) are one
+/// batched product `W·x`, both sides row-major: CubeCL's own 1×1 path multiplies by a transposed
+/// view of the weight, which autotune may hand to the double-buffered unit matmul that is wrong
+/// when `C_in` is 8 modulo 16 (see [`HEAD_DIM_BLOCK`]).
+///
 /// # Shapes
 /// `x`: `[N, C_in, H, W]`, returns `[N, C_out, H_out, W_out]`.
 ///
@@ -149,7 +155,36 @@ pub fn conv2d<B: Backend>(layer: &burn::nn::conv::Conv2d<B>, x: Tensor<B, 4>) ->
             (layer.bias.as_ref()).map(|b| Param::from_tensor(b.val().cast(FloatDType::F32)));
         return conv2d(&wide, x.cast(FloatDType::F32)).cast(FloatDType::from(dtype));
     }
+    if is_pointwise(layer) {
+        return pointwise_conv2d(layer, x);
+    }
     layer.forward(x)
+}
+
+/// Whether `layer` is a 1×1 convolution that maps each pixel alone (stride 1, no padding, one
+/// group).
+fn is_pointwise<B: Backend>(layer: &burn::nn::conv::Conv2d<B>) -> bool {
+    use burn::nn::PaddingConfig2d::{Explicit, Same, Valid};
+    layer.kernel_size == [1, 1]
+        && layer.stride == [1, 1]
+        && layer.groups == 1
+        && matches!(layer.padding, Valid | Same | Explicit(0, 0, 0, 0))
+}
+
+/// A pointwise convolution as `W·x` per sample: `[C_out, C_in] · [C_in, H·W]`.
+fn pointwise_conv2d<B: Backend>(
+    layer: &burn::nn::conv::Conv2d<B>,
+    x: Tensor<B, 4>,
+) -> Tensor<B, 4> {
+    let [n, c_in, h, w] = x.dims();
+    let c_out = layer.weight.dims()[0];
+    let weight = layer.weight.val().reshape([1, c_out, c_in]);
+    let y = weight.matmul(x.reshape([n, c_in, h * w]));
+    let y = match &layer.bias {
+        Some(b) => y + b.val().reshape([1, c_out, 1]),
+        None => y,
+    };
+    y.reshape([n, c_out, h, w])
 }
 
 /// SwiGLU's gating, `silu(gate) · up` element-wise (one fused pass on Flex).

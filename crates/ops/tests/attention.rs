@@ -3,7 +3,8 @@
 //! CI: lavapipe) with fusion and autotune on and off, including strided inputs, batch 2 with
 //! ragged key lengths (CFG with captions of different lengths) and query lengths that are not
 //! multiples of the flash kernels' stage; and `sakiko_ops::causal_attention` (the text encoders')
-//! against a direct computation, on the same backends.
+//! against a direct computation, on the same backends. On wgpu also the cubek-matmul kernel that
+//! shapes both attention and `sakiko_ops::conv2d` at 1×1, launched directly.
 
 use burn::tensor::module;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -424,6 +425,95 @@ mod wgpu {
                     assert!(padded < 1e-4, "d {d}, {strategy}: max |Δ| {padded:e}");
                 }
             }
+        }
+    }
+
+    /// Why `sakiko_ops::conv2d` multiplies 1×1 kernels itself. CubeCL's 1×1 convolution is
+    /// `x·Wᵀ` with `Wᵀ` a transposed view, reduced over `C_in`, the case above that is wrong at 8
+    /// modulo 16 (the tiny VAE's `conv_shortcut` has `C_in` 8; CI's `sakiko generate` img2img
+    /// on wgpu failed by 1.4e-2 when autotune chose it). `W·x`, both operands row-major, is right
+    /// with the same kernel at the same reduced dims. (When the `x·Wᵀ` assertion fails, upstream
+    /// has fixed the kernel and `sakiko_ops::conv2d` may hand 1×1 kernels back to Burn.)
+    #[test]
+    fn double_buffered_unit_matmul_is_right_on_row_major_operands() {
+        let device = WgpuDevice::default();
+        let (c_out, pixels) = (16, 128);
+        for c_in in [8usize, 24, 40] {
+            let w = tensor::<Unfused, 4>([1, 1, c_out, c_in], 3, &device);
+            let x = tensor::<Unfused, 4>([1, 1, c_in, pixels], 4, &device);
+            let (ws, xs) = (
+                common::values(c_out * c_in, 3),
+                common::values(c_in * pixels, 4),
+            );
+            for tile in [
+                TileSizeSelection::MaxTileSize,
+                TileSizeSelection::MinTileSize,
+            ] {
+                let strategy =
+                    Strategy::DoubleUnit(BlueprintStrategy::Inferred(DoubleUnitSelectionArgs {
+                        tile_size: tile,
+                    }));
+                let want = |o: usize, p: usize| -> f32 {
+                    (0..c_in)
+                        .map(|c| ws[o * c_in + c] * xs[c * pixels + p])
+                        .sum()
+                };
+                // W·x, as `sakiko_ops::conv2d` multiplies: `[C_out, pixels]`.
+                let got = launch(&strategy, w.clone(), x.clone());
+                let error = (0..c_out * pixels)
+                    .map(|i| (got[i] - want(i / pixels, i % pixels)).abs())
+                    .fold(0f32, f32::max);
+                assert!(error < 1e-4, "C_in {c_in}, {strategy}: max |Δ| {error:e}");
+                // x·Wᵀ with Wᵀ a view, as CubeCL's 1×1 convolution multiplies (`[pixels, C_out]`):
+                // wrong with this kernel, right with the simple one (the negative control).
+                let xt = Tensor::from_data(x.clone().swap_dims(2, 3).into_data(), &device);
+                let transposed = |strategy: &Strategy| {
+                    let got = launch(strategy, xt.clone(), w.clone().swap_dims(2, 3));
+                    (0..c_out * pixels)
+                        .map(|i| (got[i] - want(i % c_out, i / c_out)).abs())
+                        .fold(0f32, f32::max)
+                };
+                let wrong = transposed(&strategy);
+                assert!(
+                    wrong > 1.0,
+                    "C_in {c_in}: the kernel is right now ({wrong:e})"
+                );
+                let simple =
+                    Strategy::SimpleUnit(BlueprintStrategy::Inferred(SimpleUnitSelectionArgs {
+                        tile_size: tile,
+                    }));
+                let right = transposed(&simple);
+                assert!(right < 1e-4, "C_in {c_in}, {simple}: max |Δ| {right:e}");
+            }
+        }
+    }
+
+    /// `sakiko_ops::conv2d` at 1×1 (`C_in` 8 modulo 16 among them), fused and autotuned,
+    /// against Burn's convolution on Flex.
+    #[test]
+    fn pointwise_conv2d_matches_flex() {
+        use burn::backend::Flex;
+        use burn::nn::conv::{Conv2d, Conv2dConfig};
+
+        fn conv<B: burn::tensor::backend::Backend>(
+            c_in: usize,
+            c_out: usize,
+            device: &B::Device,
+        ) -> Conv2d<B> {
+            let mut conv = Conv2dConfig::new([c_in, c_out], [1, 1]).init::<B>(device);
+            conv.weight = burn::module::Param::from_tensor(tensor([c_out, c_in, 1, 1], 5, device));
+            conv.bias = Some(burn::module::Param::from_tensor(tensor([c_out], 6, device)));
+            conv
+        }
+        let device = WgpuDevice::default();
+        for (c_in, c_out) in [(8, 16), (24, 8), (16, 8)] {
+            let x = tensor::<burn::backend::Wgpu, 4>([2, c_in, 6, 5], 7, &device);
+            let got = sakiko_ops::conv2d(&conv(c_in, c_out, &device), x);
+            let x = tensor::<Flex, 4>([2, c_in, 6, 5], 7, &Default::default());
+            let want = conv::<Flex>(c_in, c_out, &Default::default()).forward(x);
+            let got = Tensor::<Flex, 4>::from_data(got.into_data(), &Default::default());
+            let error = (got - want).abs().max().into_scalar();
+            assert!(error < 1e-4, "C_in {c_in}: max |Δ| {error:e}");
         }
     }
 }
