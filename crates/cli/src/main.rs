@@ -1,5 +1,6 @@
 //! `sakiko`: the Sakiko-Lumina command line.
 
+mod alloc;
 mod backend;
 mod bench;
 #[cfg(feature = "flex")]
@@ -66,6 +67,7 @@ impl From<sakiko_pipeline::PipelineError> for CliError {
 }
 
 fn main() -> ExitCode {
+    alloc::keep_freed_buffers();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Prompt(command) => return command.run(),
