@@ -19,7 +19,7 @@ const TRIM_THRESHOLD: libc::c_int = 256 << 20;
 /// user's own `GLIBC_TUNABLES` malloc settings take precedence.
 ///
 /// The `libc` crate's `mallopt` is called directly: no allocator crate sets glibc's parameters,
-/// and replacing the allocator (mimalloc, tried) made loading the weights 4× slower.
+/// and replacing the allocator (mimalloc, tried) made loading the weights 4.5× slower.
 pub fn keep_freed_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
