@@ -338,6 +338,28 @@ mod wgpu {
         super::check_causal::<Unfused>(&WgpuDevice::default(), 1e-5);
     }
 
+    /// cubek-matmul's double-buffered unit kernel at `tile`.
+    fn double(tile_size: TileSizeSelection) -> Strategy {
+        Strategy::DoubleUnit(BlueprintStrategy::Inferred(DoubleUnitSelectionArgs {
+            tile_size,
+        }))
+    }
+
+    /// cubek-matmul's simple unit kernel at `tile`.
+    fn simple(tile_size: TileSizeSelection) -> Strategy {
+        Strategy::SimpleUnit(BlueprintStrategy::Inferred(SimpleUnitSelectionArgs {
+            tile_size,
+        }))
+    }
+
+    /// The largest `|got[i] − want(i)|`.
+    fn max_error(got: &[f32], want: impl Fn(usize) -> f32) -> f32 {
+        got.iter()
+            .enumerate()
+            .map(|(i, g)| (g - want(i)).abs())
+            .fold(0f32, f32::max)
+    }
+
     /// `out = lhs · rhs` by one cubek-matmul kernel, chosen here rather than by autotune.
     fn launch(strategy: &Strategy, lhs: Tensor<Unfused, 4>, rhs: Tensor<Unfused, 4>) -> Vec<f32> {
         let [b, h, m, _] = lhs.dims();
@@ -375,16 +397,6 @@ mod wgpu {
     #[test]
     fn double_buffered_unit_matmul_needs_padded_head_dims() {
         let device = WgpuDevice::default();
-        let double = |tile_size| {
-            Strategy::DoubleUnit(BlueprintStrategy::Inferred(DoubleUnitSelectionArgs {
-                tile_size,
-            }))
-        };
-        let simple = |tile_size| {
-            Strategy::SimpleUnit(BlueprintStrategy::Inferred(SimpleUnitSelectionArgs {
-                tile_size,
-            }))
-        };
         let (m, n) = (128, 13);
         for d in [8usize, 24, 40] {
             let width = d.next_multiple_of(sakiko_ops::HEAD_DIM_BLOCK);
@@ -401,12 +413,7 @@ mod wgpu {
                 let [b, h, s, _] = t.dims();
                 Tensor::cat(vec![t, Tensor::zeros([b, h, s, width - d], &device)], 3)
             };
-            let error = |got: Vec<f32>| {
-                got.iter()
-                    .zip(&expected)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max)
-            };
+            let error = |got: Vec<f32>| max_error(&got, |i| expected[i]);
             for tile in [
                 TileSizeSelection::MaxTileSize,
                 TileSizeSelection::MinTileSize,
@@ -449,10 +456,7 @@ mod wgpu {
                 TileSizeSelection::MaxTileSize,
                 TileSizeSelection::MinTileSize,
             ] {
-                let strategy =
-                    Strategy::DoubleUnit(BlueprintStrategy::Inferred(DoubleUnitSelectionArgs {
-                        tile_size: tile,
-                    }));
+                let strategy = double(tile);
                 let want = |o: usize, p: usize| -> f32 {
                     (0..c_in)
                         .map(|c| ws[o * c_in + c] * xs[c * pixels + p])
@@ -460,30 +464,26 @@ mod wgpu {
                 };
                 // W·x, as `sakiko_ops::conv2d` multiplies: `[C_out, pixels]`.
                 let got = launch(&strategy, w.clone(), x.clone());
-                let error = (0..c_out * pixels)
-                    .map(|i| (got[i] - want(i / pixels, i % pixels)).abs())
-                    .fold(0f32, f32::max);
+                let error = max_error(&got, |i| want(i / pixels, i % pixels));
                 assert!(error < 1e-4, "C_in {c_in}, {strategy}: max |Δ| {error:e}");
                 // x·Wᵀ with Wᵀ a view, as CubeCL's 1×1 convolution multiplies (`[pixels, C_out]`):
                 // wrong with this kernel, right with the simple one (the negative control).
                 let xt = Tensor::from_data(x.clone().swap_dims(2, 3).into_data(), &device);
                 let transposed = |strategy: &Strategy| {
                     let got = launch(strategy, xt.clone(), w.clone().swap_dims(2, 3));
-                    (0..c_out * pixels)
-                        .map(|i| (got[i] - want(i % c_out, i / c_out)).abs())
-                        .fold(0f32, f32::max)
+                    max_error(&got, |i| want(i % c_out, i / c_out))
                 };
                 let wrong = transposed(&strategy);
                 assert!(
                     wrong > 1.0,
                     "C_in {c_in}: the kernel is right now ({wrong:e})"
                 );
-                let simple =
-                    Strategy::SimpleUnit(BlueprintStrategy::Inferred(SimpleUnitSelectionArgs {
-                        tile_size: tile,
-                    }));
-                let right = transposed(&simple);
-                assert!(right < 1e-4, "C_in {c_in}, {simple}: max |Δ| {right:e}");
+                let right = transposed(&simple(tile));
+                assert!(
+                    right < 1e-4,
+                    "C_in {c_in}, {}: max |Δ| {right:e}",
+                    simple(tile)
+                );
             }
         }
     }
