@@ -4,7 +4,7 @@
 //! those above its (dynamic) mmap threshold are unmapped when freed, and the free top of the heap
 //! is returned to the kernel beyond 128 KiB, so the next forward pays the page faults and the
 //! kernel's zeroing again: `perf` put ≈ 6 % of a mid 512² CFG step in the kernel's page-fault
-//! path, and the step ran 8–15 % faster with the two settings below (`docs/performance.md`).
+//! path, and the step ran 4–13 % faster with the two settings below (`docs/performance.md`).
 
 /// Requests up to this size come from the heap, whose memory is reused, rather than from fresh
 /// mappings (glibc's largest mmap threshold on 64-bit).
