@@ -11,6 +11,7 @@
 //! (cap_len, row, col)), SwiGLU feed-forward and the final adaptive LayerNorm.
 
 mod config;
+mod detect;
 mod error;
 mod layers;
 mod model;
@@ -24,4 +25,5 @@ pub use layers::Layout;
 pub mod blocks {
     pub use crate::layers::{Attention, Block, FeedForward, RmsNorm, Rope};
 }
-pub use model::{Detected, NextDit, PREFIXES, Trace, detect, identify};
+pub use detect::{Detected, PREFIXES, detect, identify};
+pub use model::{NextDit, Trace};
