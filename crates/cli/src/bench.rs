@@ -322,6 +322,14 @@ impl Job for BenchArgs {
             }
         };
         let load_s = start.elapsed().as_secs_f64();
+        // With `--json` (no spinner), each finished phase goes to stderr as it ends, so a run
+        // stopped early (a time limit hit by a first run's kernel compilation) says how far it got.
+        let log = |line: String| {
+            if spinner.is_none() {
+                eprintln!("{line}");
+            }
+        };
+        log(format!("random weights made in {load_s:.2} s"));
         let mut first_run_s = None;
         for i in 0..self.warmup {
             if let Some(bar) = &spinner {
@@ -329,7 +337,13 @@ impl Job for BenchArgs {
             }
             let t = Instant::now();
             step().map_err(CliError::Failed)?;
-            first_run_s.get_or_insert(t.elapsed().as_secs_f64());
+            let elapsed = t.elapsed().as_secs_f64();
+            log(format!(
+                "warm-up run {} of {}: {elapsed:.3} s",
+                i + 1,
+                self.warmup
+            ));
+            first_run_s.get_or_insert(elapsed);
         }
         let mut times_s = Vec::with_capacity(self.runs);
         let mut phases = Vec::with_capacity(self.runs);
@@ -339,7 +353,9 @@ impl Job for BenchArgs {
             }
             let t = Instant::now();
             phases.push(step().map_err(CliError::Failed)?);
-            times_s.push(t.elapsed().as_secs_f64());
+            let elapsed = t.elapsed().as_secs_f64();
+            log(format!("run {} of {}: {elapsed:.3} s", i + 1, self.runs));
+            times_s.push(elapsed);
         }
         if let Some(bar) = spinner {
             bar.finish_and_clear();

@@ -16,11 +16,16 @@ fn bench_json(backend: &str, stage: &str) -> serde_json::Value {
         .args(["--backend", backend, "--stage", stage, "--json"])
         .output()
         .expect("runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    // Each phase is on stderr as it ends: what a run stopped by a time limit leaves behind.
+    for phase in [
+        "random weights made in",
+        "warm-up run 1 of 1: ",
+        "run 2 of 2: ",
+    ] {
+        assert!(log.contains(phase), "no `{phase}` in {log}");
+    }
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
