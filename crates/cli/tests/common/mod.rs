@@ -1,5 +1,5 @@
-//! The tiny end-to-end models and a running `sakiko serve`, shared by `tests/serve_cli.rs` and
-//! `benches/serve.rs`.
+//! The tiny end-to-end models, their reference outputs and a running `sakiko serve`, shared by the
+//! CLI tests and `benches/serve.rs`.
 
 // Each test file uses a part.
 #![allow(dead_code)]
@@ -7,6 +7,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+
+use sakiko_weights::WeightFile;
 
 /// The `sakiko` binary cargo built for this test or bench.
 pub fn sakiko() -> Command {
@@ -70,3 +72,44 @@ pub fn serve(extra: &[&str]) -> (Child, String) {
     std::thread::spawn(move || for _ in lines {});
     (child, base)
 }
+
+/// A file of the tiny models folder, as an argument.
+pub fn model(name: &str) -> String {
+    fixture("models").join(name).display().to_string()
+}
+
+/// The outputs of `tools/reference/pipeline.py` for the reference cases.
+pub fn expected() -> WeightFile {
+    WeightFile::open(fixture("expected.safetensors")).expect("expected.safetensors")
+}
+
+/// Token ids stored (as i64) under `key` in the reference outputs.
+pub fn ids(key: &str) -> Vec<u32> {
+    expected()
+        .read_bytes(key)
+        .expect("ids")
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as u32)
+        .collect()
+}
+
+/// The largest elementwise |a − b|.
+pub fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The low-precision files of `tools/reference/lowp.py`.
+pub fn lowp(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipeline/tests/fixtures/lowp")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// The prompt of the reference case `euler`.
+pub const EULER_PROMPT: &str =
+    "<tags>\n<special>1girl</special>\n<general>blue hair, smile</general>\n</tags>";
