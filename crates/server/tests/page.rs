@@ -14,9 +14,9 @@ use std::time::Duration;
 use chromiumoxide::cdp::browser_protocol::page::CaptureScreenshotFormat;
 use chromiumoxide::page::ScreenshotParams;
 use chromiumoxide::{Browser, BrowserConfig, Page};
-use common::TestServer;
+use common::{TestServer, long_steps};
 use futures_util::StreamExt;
-use sakiko_server::{Context, EngineOptions, Limits, ServerConfig};
+use sakiko_server::{EngineOptions, ServerConfig};
 use serde_json::Value;
 
 fn chromium() -> Option<PathBuf> {
@@ -65,15 +65,7 @@ async fn the_page_generates_previews_cancels_and_reuses_settings() {
     let server = TestServer::start(
         ServerConfig {
             api_key: Some("page-key".into()),
-            context: Context {
-                limits: Limits {
-                    max_steps: 1000,
-                    ..Limits::default()
-                },
-                preview_every: 1,
-                ..Context::default()
-            },
-            ..ServerConfig::default()
+            ..long_steps()
         },
         EngineOptions::default(),
     )

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use burn::backend::Flex;
 use sakiko_pipeline::ModelFiles;
-use sakiko_server::{Engine, EngineOptions, ServerConfig};
+use sakiko_server::{Context, Engine, EngineOptions, Limits, ServerConfig};
 use serde_json::Value;
 
 pub fn pipeline_fixture(rel: &str) -> PathBuf {
@@ -142,6 +142,21 @@ pub fn b64_decode(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(s)
         .expect("base64")
+}
+
+/// Jobs long enough to be caught running, with a preview at every step.
+pub fn long_steps() -> ServerConfig {
+    ServerConfig {
+        context: Context {
+            limits: Limits {
+                max_steps: 1000,
+                ..Limits::default()
+            },
+            preview_every: 1,
+            ..Context::default()
+        },
+        ..ServerConfig::default()
+    }
 }
 
 /// Waits until `job` is running (polling its state).

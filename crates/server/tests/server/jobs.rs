@@ -9,23 +9,10 @@ use sakiko_pipeline::{GenerationRequest, Pipeline};
 use sakiko_server::{Context, EngineOptions, Limits, ServerConfig};
 use serde_json::{Value, json};
 
-use crate::common::{self, TestServer, b64_decode, error_of, parse_sse, small, wait_running};
+use crate::common::{
+    self, TestServer, b64_decode, error_of, long_steps, parse_sse, small, wait_running,
+};
 use crate::rgb;
-
-/// Jobs long enough to be caught running.
-fn long_steps() -> ServerConfig {
-    ServerConfig {
-        context: Context {
-            limits: Limits {
-                max_steps: 1000,
-                ..Limits::default()
-            },
-            preview_every: 1,
-            ..Context::default()
-        },
-        ..ServerConfig::default()
-    }
-}
 
 /// The native API: 202, events (queued/progress with previews/complete), the job, its image with
 /// the parameters; the image equals the library's own generation of the same request.
