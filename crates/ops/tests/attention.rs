@@ -338,14 +338,14 @@ mod wgpu {
         super::check_causal::<Unfused>(&WgpuDevice::default(), 1e-5);
     }
 
-    /// cubek-matmul's double-buffered unit kernel at `tile`.
+    /// cubek-matmul's double-buffered unit kernel at `tile_size`.
     fn double(tile_size: TileSizeSelection) -> Strategy {
         Strategy::DoubleUnit(BlueprintStrategy::Inferred(DoubleUnitSelectionArgs {
             tile_size,
         }))
     }
 
-    /// cubek-matmul's simple unit kernel at `tile`.
+    /// cubek-matmul's simple unit kernel at `tile_size`.
     fn simple(tile_size: TileSizeSelection) -> Strategy {
         Strategy::SimpleUnit(BlueprintStrategy::Inferred(SimpleUnitSelectionArgs {
             tile_size,
@@ -478,12 +478,9 @@ mod wgpu {
                     wrong > 1.0,
                     "C_in {c_in}: the kernel is right now ({wrong:e})"
                 );
-                let right = transposed(&simple(tile));
-                assert!(
-                    right < 1e-4,
-                    "C_in {c_in}, {}: max |Δ| {right:e}",
-                    simple(tile)
-                );
+                let simple = simple(tile);
+                let right = transposed(&simple);
+                assert!(right < 1e-4, "C_in {c_in}, {simple}: max |Δ| {right:e}");
             }
         }
     }
